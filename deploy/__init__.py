@@ -1,0 +1,1 @@
+"""Running the pipeline and trainer for real, and retraining on a schedule."""

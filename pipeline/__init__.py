@@ -1,0 +1,1 @@
+"""Apache Beam pipeline: Quick, Draw! ndjson -> shuffled, sharded TFRecords."""

@@ -1,0 +1,81 @@
+"""The on-disk contract between the data pipeline and the trainer.
+
+Both packages read their feature names, dtypes and file names from here, so the
+two halves of the project cannot drift apart. The layout is the one the RNN
+tutorial's ``create_dataset.py`` writes and ``train_model.py`` reads, plus the
+Quick, Draw! metadata kept as extra features.
+"""
+from __future__ import annotations
+
+# Features the tutorial's train_model.py reads.
+INK = "ink"                  # float list, length * 3: (dx, dy, end_of_stroke)
+SHAPE = "shape"              # int64 [length, 3]
+CLASS_INDEX = "class_index"  # int64, line number in the classes file
+
+# Metadata kept from the ndjson record (the data notebook's choice).
+KEY_ID = "key_id"            # int64
+WORD = "word"                # bytes
+COUNTRYCODE = "countrycode"  # bytes
+RECOGNIZED = "recognized"    # int64, 0 or 1
+TIMESTAMP = "timestamp"      # int64, seconds since the epoch (UTC)
+
+# Optional raster (the notebook's rasterised dataset for CNNs).
+IMG_64 = "img_64"            # int64 list, 64 * 64 grayscale pixels
+IMG_SIZE = 64
+IMG_LINE_WIDTH = 4
+
+INK_CHANNELS = 3
+
+TRAIN, EVAL, TEST = "train", "eval", "test"
+SPLITS = (TRAIN, EVAL, TEST)
+
+# File name prefixes of the sharded TFRecords, as in the tutorial.
+SPLIT_PREFIX = {
+    TRAIN: "training.tfrecord",
+    EVAL: "eval.tfrecord",
+    TEST: "test.tfrecord",
+}
+CLASSES_FILE = "training.tfrecord.classes"
+STATS_FILE = "stats.json"
+LENGTH_STATS_FILE = "ink_length_stats.json"
+REJECTS_PREFIX = "rejects"
+REJECTS_SUFFIX = ".ndjson"
+TRANSFORM_DIR = "transform_output"
+
+# Raw-drawing features fed to tf.Transform and taken by the serving signature.
+RAW_X = "x"                  # float list: absolute x of every point
+RAW_Y = "y"                  # float list: absolute y of every point
+RAW_STROKE_END = "stroke_end"  # float list: 1.0 on the last point of a stroke
+# Outputs of the exported transform graph.
+TRANSFORMED_INK = INK
+TRANSFORMED_LENGTH = "length"
+LENGTH_BOUNDARIES = "length_boundaries"
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    """``training.tfrecord-00003-of-00010``: the tutorial's shard naming."""
+    return "%s-%05d-of-%05d" % (SPLIT_PREFIX[split], shard, num_shards)
+
+
+def shard_pattern(split: str) -> str:
+    """Glob that matches every shard of a split, whatever their number."""
+    return SPLIT_PREFIX[split] + "-?????-of-?????"
+
+
+def feature_spec(tf, with_metadata: bool = False) -> dict:
+    """The tutorial's parsing spec; ``tf`` is passed in so this module stays
+    importable without TensorFlow (the Beam workers' launcher may lack it)."""
+    spec = {
+        INK: tf.io.VarLenFeature(dtype=tf.float32),
+        SHAPE: tf.io.FixedLenFeature([2], dtype=tf.int64),
+        CLASS_INDEX: tf.io.FixedLenFeature([1], dtype=tf.int64),
+    }
+    if with_metadata:
+        spec.update({
+            KEY_ID: tf.io.FixedLenFeature([1], dtype=tf.int64),
+            WORD: tf.io.FixedLenFeature([1], dtype=tf.string),
+            COUNTRYCODE: tf.io.FixedLenFeature([1], dtype=tf.string),
+            RECOGNIZED: tf.io.FixedLenFeature([1], dtype=tf.int64),
+            TIMESTAMP: tf.io.FixedLenFeature([1], dtype=tf.int64),
+        })
+    return spec

@@ -1,0 +1,1 @@
+"""TensorFlow 2 trainer for the conv + bidirectional-LSTM sketch classifier."""
