@@ -1,0 +1,105 @@
+"""Evaluation on a fixed eval set: metrics, the JSON report, the confusion matrix.
+
+``evaluate_saved_model`` scores an exported model the same way the trainer
+scores its checkpoints, so two exports can be compared on the same data.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+import tfrecord_schema as schema
+from trainer import data
+from trainer.errors import TrainerError
+from trainer.metrics import classification_metrics, confusion_matrix
+
+REPORT_FILE = "eval_report.json"
+CONFUSION_FILE = "confusion_matrix.png"
+
+
+def run_eval(logits_fn: Callable[[dict], tf.Tensor], dataset: tf.data.Dataset,
+             classes: list[str], max_batches: int | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics and confusion matrix of ``logits_fn`` over (a prefix of) ``dataset``."""
+    labels, ranked, losses = [], [], []
+    k = min(3, len(classes))
+    try:
+        for n, (features, batch_labels) in enumerate(dataset):
+            if max_batches is not None and n >= max_batches:
+                break
+            logits = tf.cast(logits_fn(features), tf.float32)
+            losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                batch_labels, logits).numpy())
+            ranked.append(tf.math.top_k(logits, k=k).indices.numpy())
+            labels.append(batch_labels.numpy())
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise TrainerError("bad eval data: %s" % first_line(e.message)) from e
+    if not labels:
+        raise TrainerError("empty dataset: the eval data has no examples")
+    labels_np, ranked_np = np.concatenate(labels), np.concatenate(ranked)
+    metrics = classification_metrics(labels_np, ranked_np, np.concatenate(losses), classes)
+    return metrics, confusion_matrix(labels_np, ranked_np[:, 0], len(classes))
+
+
+def first_line(message: str) -> str:
+    """TensorFlow's error messages carry a graph trace after the first line."""
+    return message.strip().splitlines()[0] if message and message.strip() else "unknown error"
+
+
+def write_report(report: dict, matrix: np.ndarray, classes: list[str], model_dir: str) -> None:
+    """``eval_report.json`` and ``confusion_matrix.png`` in ``model_dir``."""
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    save_confusion_png(matrix, classes, os.path.join(model_dir, CONFUSION_FILE))
+
+
+def save_confusion_png(matrix: np.ndarray, classes: list[str], path: str) -> None:
+    """Row-normalised heat map (true class down, predicted across); names when few."""
+    n = len(classes)
+    cell = max(2, min(24, 800 // n))
+    margin = 110 if n <= 40 else 4
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    pixels = (255 - share * 255).astype(np.uint8)
+    heat = Image.fromarray(pixels, mode="L").resize((n * cell, n * cell), Image.NEAREST)
+    image = Image.new("RGB", (margin + n * cell + 4, margin + n * cell + 4), "white")
+    image.paste(heat.convert("RGB"), (margin, margin))
+    if margin > 4:
+        draw = ImageDraw.Draw(image)
+        for i, name in enumerate(classes):
+            draw.text((2, margin + i * cell + cell // 2 - 5), name[:16], fill="black")
+            label = Image.new("RGB", (margin - 4, 12), "white")
+            ImageDraw.Draw(label).text((0, 0), name[:16], fill="black")
+            image.paste(label.rotate(90, expand=True), (margin + i * cell + cell // 2 - 6, 2))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        image.save(f, format="PNG")
+
+
+def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
+                         batch_size: int = 64) -> dict:
+    """The eval report's metrics for an exported model on ``eval_data``."""
+    from trainer.export import INK_SIGNATURE, load_export
+
+    loaded, export_classes = load_export(export_dir)
+    classes = data.read_classes(classes_file)
+    if classes != export_classes:
+        raise TrainerError("the export at %s was trained on other classes than %s"
+                           % (export_dir, classes_file))
+    files = data.list_files(eval_data)
+    data.check_records(files, classes)
+    signature = loaded.signatures[INK_SIGNATURE]
+    dataset = data.make_dataset(files, batch_size, len(classes), training=False,
+                                boundaries=list(data.DEFAULT_BOUNDARIES))
+
+    def logits_fn(features):
+        return signature(ink=features[schema.INK],
+                         lengths=tf.cast(features[data.LENGTHS], tf.int32))["logits"]
+
+    metrics, _ = run_eval(logits_fn, dataset, classes)
+    metrics["global_step"] = int(loaded.global_step.numpy())
+    return metrics

@@ -1,0 +1,129 @@
+"""The tutorial's classifier as a Keras model: conv1d stack, BiLSTMs, dense.
+
+Batches are right-padded. Instead of masking every LSTM step, the forward
+LSTM simply runs over the padding (a forward LSTM's outputs at valid steps
+never depend on later steps) and the backward LSTM runs forward over each
+drawing reversed within its own length (``tf.reverse_sequence``), which keeps
+padding at the end again. Only the final sum looks at the lengths. This is
+what the tutorial's ``stack_bidirectional_dynamic_rnn`` computed, it needs no
+per-step masking, and with no mask Keras runs its LSTMs on the cuDNN kernel
+on a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+import tfrecord_schema as schema
+from trainer.data import LENGTHS
+
+CELL_TYPES = ("lstm", "cudnn_lstm")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Hyperparameters of the architecture (saved beside checkpoints and exports)."""
+    num_classes: int
+    num_layers: int = 3
+    num_nodes: int = 128
+    num_conv: tuple[int, ...] = (48, 64, 96)
+    conv_len: tuple[int, ...] = (5, 5, 3)
+    cell_type: str = "lstm"
+    batch_norm: bool = False
+    dropout: float = 0.3
+    mixed_precision: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in fields}
+        for key in ("num_conv", "conv_len"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class BidirectionalLSTM(keras.layers.Layer):
+    """One bidirectional LSTM layer over right-padded sequences; outputs concatenated."""
+
+    def __init__(self, units: int, cell_type: str = "lstm", **kwargs):
+        super().__init__(**kwargs)
+        use_cudnn = True if cell_type == "cudnn_lstm" else "auto"
+        self.forward = keras.layers.LSTM(units, return_sequences=True, use_cudnn=use_cudnn,
+                                         dtype=self.dtype_policy, name="forward")
+        self.backward = keras.layers.LSTM(units, return_sequences=True, use_cudnn=use_cudnn,
+                                          dtype=self.dtype_policy, name="backward")
+
+    def build(self, input_shape):
+        self.forward.build(input_shape)
+        self.backward.build(input_shape)
+
+    def call(self, inputs, lengths):
+        lengths = tf.cast(lengths, tf.int32)
+        forward = self.forward(inputs)
+        reversed_inputs = tf.reverse_sequence(inputs, lengths, seq_axis=1, batch_axis=0)
+        backward = tf.reverse_sequence(self.backward(reversed_inputs), lengths,
+                                       seq_axis=1, batch_axis=0)
+        return tf.concat([forward, backward], axis=-1)
+
+
+class SketchClassifier(keras.Model):
+    """``{"ink": [B, T, 3], "lengths": [B]}`` -> class logits ``[B, num_classes]`` (float32)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        if len(config.num_conv) != len(config.conv_len):
+            raise ValueError("num_conv and conv_len must have the same length")
+        self.config = config
+        policy = "mixed_float16" if config.mixed_precision else "float32"
+        self.norms = [keras.layers.BatchNormalization(dtype=policy, name="batch_norm_%d" % i)
+                      for i in range(len(config.num_conv))] if config.batch_norm else []
+        self.dropouts = [keras.layers.Dropout(config.dropout, name="dropout_%d" % i)
+                         for i in range(len(config.num_conv))]
+        self.convs = [keras.layers.Conv1D(filters, width, padding="same", activation=None,
+                                          dtype=policy, name="conv1d_%d" % i)
+                      for i, (filters, width) in enumerate(zip(config.num_conv, config.conv_len))]
+        self.rnns = [BidirectionalLSTM(config.num_nodes, config.cell_type, dtype=policy,
+                                       name="bidirectional_lstm_%d" % i)
+                     for i in range(config.num_layers)]
+        self.logits = keras.layers.Dense(config.num_classes, dtype="float32", name="logits")
+
+    def build(self, input_shape=None):
+        ink_shape = (None, None, schema.INK_CHANNELS)
+        for i, conv in enumerate(self.convs):
+            if self.norms:
+                self.norms[i].build(ink_shape)
+            conv.build(ink_shape)
+            ink_shape = (None, None, conv.filters)
+        for rnn in self.rnns:
+            rnn.build(ink_shape)
+            ink_shape = (None, None, 2 * self.config.num_nodes)
+        self.logits.build((None, ink_shape[-1]))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs[schema.INK], self.compute_dtype)
+        lengths = tf.cast(inputs[LENGTHS], tf.int32)
+        for i, conv in enumerate(self.convs):
+            if self.norms:
+                x = self.norms[i](x, training=training)
+            if i > 0 and self.config.dropout:
+                x = self.dropouts[i](x, training=training)
+            x = conv(x)
+        for rnn in self.rnns:
+            x = rnn(x, lengths)
+        valid = tf.sequence_mask(lengths, tf.shape(x)[1], dtype=tf.float32)[..., tf.newaxis]
+        summed = tf.reduce_sum(tf.cast(x, tf.float32) * valid, axis=1)
+        return self.logits(summed)
+
+
+def build_model(config: ModelConfig) -> SketchClassifier:
+    """A built model (variables created), ready to restore a checkpoint into."""
+    model = SketchClassifier(config, dtype="mixed_float16" if config.mixed_precision else None)
+    model.build()
+    return model

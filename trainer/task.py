@@ -1,0 +1,123 @@
+"""``python -m trainer.task``: the command line of the trainer.
+
+The tutorial's flags plus what GPU workers need (periodic eval, export,
+mixed precision, distribution). ``main`` returns the final eval metrics and
+can be called repeatedly in one process (scheduled retraining does).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.distribution import DISTRIBUTIONS
+from trainer.errors import TrainerError
+from trainer.model import CELL_TYPES
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace("[", "").replace("]", "").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected integers separated by commas: %r" % text)
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("expected positive integers: %r" % text)
+    return values
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError("expected true or false: %r" % text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag of the trainer, with the tutorial's defaults."""
+    p = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.split("\n")[0])
+    io = p.add_argument_group("data and outputs")
+    io.add_argument("--training_data", required=True,
+                    help="file pattern of the training TFRecords (any TF filesystem, e.g. gs://)")
+    io.add_argument("--eval_data", required=True, help="file pattern of the eval TFRecords")
+    io.add_argument("--classes_file", required=True, help="class names, one a line")
+    io.add_argument("--model_dir", required=True,
+                    help="checkpoints, TensorBoard logs, eval report; rerun to resume")
+    io.add_argument("--export_dir", default=None,
+                    help="where the SavedModel goes (default: <model_dir>/export)")
+    io.add_argument("--length_stats", default=None,
+                    help="ink_length_stats.json for bucketing (default: beside the training data)")
+    io.add_argument("--warm_start_from", default=None,
+                    help="initialise weights from another run's model_dir or export")
+    model = p.add_argument_group("model")
+    model.add_argument("--num_layers", type=int, default=3, help="stacked bidirectional LSTMs")
+    model.add_argument("--num_nodes", type=int, default=128, help="units per LSTM direction")
+    model.add_argument("--num_conv", type=int_list, default=[48, 64, 96],
+                       help="filters of each conv1d layer")
+    model.add_argument("--conv_len", type=int_list, default=[5, 5, 3],
+                       help="kernel width of each conv1d layer")
+    model.add_argument("--cell_type", choices=CELL_TYPES, default="lstm",
+                       help="lstm: Keras LSTM (cuDNN kernel on a GPU by itself); "
+                            "cudnn_lstm: insist on cuDNN")
+    model.add_argument("--batch_norm", type=boolean, nargs="?", const=True, default=False,
+                       help="batch normalisation before each conv layer")
+    model.add_argument("--dropout", type=float, default=0.3,
+                       help="dropout before every conv layer but the first")
+    train = p.add_argument_group("training")
+    train.add_argument("--steps", type=int, default=100000, help="total training steps")
+    train.add_argument("--batch_size", type=int, default=8, help="global batch size")
+    train.add_argument("--learning_rate", type=float, default=0.0001)
+    train.add_argument("--gradient_clipping_norm", type=float, default=9.0)
+    train.add_argument("--seed", type=int, default=None, help="seed for weights and shuffling")
+    train.add_argument("--no_bucketing", action="store_true",
+                       help="pad batches without grouping drawings by length")
+    train.add_argument("--mixed_precision", choices=("auto", "true", "false"), default="auto",
+                       help="float16 compute with float32 weights (auto: on GPU)")
+    train.add_argument("--distribution", choices=DISTRIBUTIONS, default="auto",
+                       help="auto: multi_worker if TF_CONFIG lists several workers, "
+                            "mirrored if several GPUs, else one_device")
+    loop = p.add_argument_group("checkpoints, eval, logging")
+    loop.add_argument("--checkpoint_every_steps", type=int, default=500)
+    loop.add_argument("--keep_checkpoints", type=int, default=3)
+    loop.add_argument("--eval_every_steps", type=int, default=1000,
+                      help="evaluate during training every N steps (0: only at the end)")
+    loop.add_argument("--eval_steps", type=int, default=None,
+                      help="eval batches per evaluation (default: the whole eval set)")
+    loop.add_argument("--log_every_steps", type=int, default=100)
+    loop.add_argument("--top_k", type=int, default=3, help="classes the export returns")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    for name in ("steps", "batch_size", "num_layers", "num_nodes", "checkpoint_every_steps",
+                 "log_every_steps", "top_k", "keep_checkpoints"):
+        if getattr(args, name) <= 0:
+            raise TrainerError("--%s must be positive" % name)
+    if not 0.0 <= args.dropout < 1.0:
+        raise TrainerError("--dropout must be in [0, 1)")
+    if args.learning_rate <= 0:
+        raise TrainerError("--learning_rate must be positive")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Trains and evaluates; returns the final eval metrics.
+
+    Raises ``TrainerError`` for bad input; run as a command, that becomes one
+    line on stderr and exit code 2.
+    """
+    args = build_parser().parse_args(argv)
+    validate(args)
+    from trainer.train import train_and_evaluate  # TensorFlow loads only past --help
+    return train_and_evaluate(args)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        main()
+    except TrainerError as e:
+        print("error: %s" % e, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,231 @@
+"""The training loop: distributed steps, checkpoints, periodic eval, export.
+
+A custom loop rather than ``fit`` so that a preempted worker restarted with
+the same command resumes exactly: the step count is the optimizer's
+iteration counter, saved in every checkpoint with the weights and the Adam
+moments, and the loop simply runs until that counter reaches ``--steps``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import data, summaries
+from trainer.distribution import make_strategy, task_identity
+from trainer.errors import TrainerError
+from trainer.evaluate import first_line, run_eval, write_report
+from trainer.export import export_config, export_model, load_export
+from trainer.model import CELL_TYPES, ModelConfig, build_model
+
+CONFIG_FILE = "model_config.json"
+DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
+    gpus = tf.config.list_physical_devices("GPU")
+    if args.cell_type not in CELL_TYPES:
+        raise TrainerError("unknown --cell_type %r (choose from %s)"
+                           % (args.cell_type, ", ".join(CELL_TYPES)))
+    if args.cell_type == "cudnn_lstm" and not gpus:
+        raise TrainerError("--cell_type=cudnn_lstm needs a GPU; use --cell_type=lstm "
+                           "(which runs on cuDNN by itself when a GPU is present)")
+    if len(args.num_conv) != len(args.conv_len):
+        raise TrainerError("--num_conv and --conv_len must list as many layers")
+    mixed = {"auto": bool(gpus), "true": True, "false": False}[args.mixed_precision]
+    return ModelConfig(num_classes=num_classes, num_layers=args.num_layers,
+                       num_nodes=args.num_nodes, num_conv=tuple(args.num_conv),
+                       conv_len=tuple(args.conv_len), cell_type=args.cell_type,
+                       batch_norm=args.batch_norm, dropout=args.dropout,
+                       mixed_precision=mixed)
+
+
+def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether weights of one fit the other (cell type and precision do not matter)."""
+    keys = ("num_classes", "num_layers", "num_nodes", "num_conv", "conv_len", "batch_norm")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def read_saved_config(model_dir: str) -> ModelConfig | None:
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return ModelConfig.from_dict(json.load(f))
+
+
+def warm_start(model, config: ModelConfig, source: str) -> None:
+    """Initialises ``model`` from another run's checkpoint or export."""
+    if tf.saved_model.contains_saved_model(source):
+        other = export_config(source)
+        check_warm_start(config, other, source)
+        loaded, _ = load_export(source)
+        model.set_weights([v.numpy() for v in loaded.model_weights])
+        return
+    checkpoint = tf.train.latest_checkpoint(source)
+    other = read_saved_config(source)
+    if checkpoint is None or other is None:
+        raise TrainerError("--warm_start_from=%s holds neither a checkpoint with its %s nor "
+                           "a SavedModel" % (source, CONFIG_FILE))
+    check_warm_start(config, other, source)
+    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
+
+
+def check_warm_start(config: ModelConfig, other: ModelConfig, source: str) -> None:
+    if other.num_classes != config.num_classes:
+        raise TrainerError("cannot warm-start from %s: it has %d classes, this run has %d"
+                           % (source, other.num_classes, config.num_classes))
+    if not same_architecture(config, other):
+        raise TrainerError("cannot warm-start from %s: its architecture differs (%s)"
+                           % (source, other.to_dict()))
+
+
+def train_and_evaluate(args: argparse.Namespace) -> dict:
+    """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
+    strategy = make_strategy(args.distribution)
+    is_chief, worker_index = task_identity(strategy)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    classes = data.read_classes(args.classes_file)
+    train_files = data.list_files(args.training_data)
+    eval_files = data.list_files(args.eval_data)
+    data.check_records(train_files, classes)
+    data.check_records(eval_files, classes)
+    boundaries = ([] if args.no_bucketing
+                  else data.length_boundaries(args.training_data, args.length_stats))
+    config = model_config(args, len(classes))
+
+    saved = read_saved_config(args.model_dir)
+    if saved is not None and not same_architecture(saved, config):
+        raise TrainerError("%s holds a run of another model (%s); use a new --model_dir"
+                           % (args.model_dir, saved.to_dict()))
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = keras.optimizers.Adam(args.learning_rate,
+                                          global_clipnorm=args.gradient_clipping_norm or None)
+        if config.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    checkpoint_dir = args.model_dir if is_chief else os.path.join(
+        args.model_dir, "worker_tmp", str(worker_index))
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                         max_to_keep=args.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(args.model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        print("Resuming from %s at step %d" % (latest, int(optimizer.iterations.numpy())),
+              flush=True)
+    elif args.warm_start_from:
+        warm_start(model, config, args.warm_start_from)
+        print("Warm-started from %s" % args.warm_start_from, flush=True)
+    if is_chief:
+        tf.io.gfile.makedirs(args.model_dir)
+        with tf.io.gfile.GFile(os.path.join(args.model_dir, CONFIG_FILE), "w") as f:
+            json.dump(config.to_dict(), f, indent=1)
+
+    global_batch = args.batch_size
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return data.make_dataset(train_files, context.get_per_replica_batch_size(global_batch),
+                                 len(classes), training=True, boundaries=boundaries,
+                                 seed=args.seed, input_context=context)
+
+    dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    train_step = make_train_step(strategy, model, optimizer, global_batch,
+                                 config.mixed_precision)
+    eval_model = build_model(dict_replace(config, mixed_precision=False))
+    eval_logits = tf.function(lambda f: eval_model(f, training=False), reduce_retracing=True)
+    train_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "train")) \
+        if is_chief else tf.summary.create_noop_writer()
+    eval_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "eval")) \
+        if is_chief else tf.summary.create_noop_writer()
+
+    def evaluate(step: int) -> tuple[dict, np.ndarray]:
+        eval_model.set_weights(model.get_weights())
+        dataset = data.make_dataset(eval_files, args.batch_size, len(classes), training=False,
+                                    boundaries=boundaries)
+        metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps)
+        metrics["global_step"] = step
+        with eval_summaries.as_default():
+            for key in ("loss", "accuracy", "top3_accuracy", "map3"):
+                summaries.scalar(key, metrics[key], step)
+        print("eval  step %d: loss %.4f  accuracy %.4f  top3 %.4f  map@3 %.4f  (%d examples)"
+              % (step, metrics["loss"], metrics["accuracy"], metrics["top3_accuracy"],
+                 metrics["map3"], metrics["num_examples"]), flush=True)
+        return metrics, matrix
+
+    step = int(optimizer.iterations.numpy())
+    iterator = iter(dist_dataset)
+    window_start, window_steps = time.time(), 0
+    try:
+        while step < args.steps:
+            loss = train_step(next(iterator))
+            step += 1
+            window_steps += 1
+            if step % args.log_every_steps == 0 or step == args.steps:
+                loss = float(loss)
+                if not np.isfinite(loss):
+                    raise TrainerError("loss is %s at step %d; lower --learning_rate" % (loss, step))
+                rate = window_steps * global_batch / max(time.time() - window_start, 1e-9)
+                print("train step %d/%d: loss %.4f  %.0f examples/s"
+                      % (step, args.steps, loss, rate), flush=True)
+                with train_summaries.as_default():
+                    summaries.scalar("loss", loss, step)
+                    summaries.scalar("examples_per_second", rate, step)
+                window_start, window_steps = time.time(), 0
+            if step % args.checkpoint_every_steps == 0 or step == args.steps:
+                manager.save(checkpoint_number=step)
+            if is_chief and args.eval_every_steps and step % args.eval_every_steps == 0 \
+                    and step < args.steps:
+                evaluate(step)
+                window_start = time.time()
+    except DATA_ERRORS as e:
+        raise TrainerError("bad training data: %s" % first_line(e.message)) from e
+    if int(optimizer.iterations.numpy()) != step or manager.latest_checkpoint is None:
+        manager.save(checkpoint_number=step)
+    train_summaries.flush()
+    if not is_chief:
+        shutil.rmtree(os.path.join(args.model_dir, "worker_tmp", str(worker_index)),
+                      ignore_errors=True)
+        return {"global_step": step}
+    metrics, matrix = evaluate(step)
+    write_report(metrics, matrix, classes, args.model_dir)
+    eval_summaries.flush()
+    export_dir = args.export_dir or os.path.join(args.model_dir, "export")
+    export_model(eval_model, classes, export_dir, step, args.top_k)
+    print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
+          flush=True)
+    return metrics
+
+
+def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
+    return ModelConfig.from_dict(dict(config.to_dict(), **changes))
+
+
+def make_train_step(strategy: tf.distribute.Strategy, model, optimizer, global_batch: int,
+                    mixed_precision: bool):
+    """A compiled step: forward, loss averaged over the global batch, clipped Adam update."""
+
+    def step_fn(features, labels):
+        with tf.GradientTape() as tape:
+            logits = model(features, training=True)
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            scaled = optimizer.scale_loss(loss) if mixed_precision else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs):
+        per_replica = strategy.run(step_fn, args=inputs)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return train_step
