@@ -261,3 +261,12 @@ def test_corrupt_tfrecord_is_a_clear_error(tf, tmp_path, capsys):
     assert main(["--input", str(path), "--output", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read" in err and "as TFRecords" in err
+
+
+def test_directory_of_records_means_all_their_shards(records, tmp_path, capsys):
+    out_dir, lines = records
+    png = tmp_path / "all.png"
+    assert main(["--input", str(out_dir), "--output", str(png), "--rows", "1",
+                 "--cols", "2", "--cell", "64", "--seed", "2"]) == 0
+    assert_mosaic(png, 1, 2, 64)
+    assert "picked from %d in 3 file(s)" % len(lines) in capsys.readouterr().out
