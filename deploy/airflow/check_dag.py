@@ -1,0 +1,77 @@
+"""Loads the retraining DAG with Airflow and dry-runs it, before you upload it.
+
+Run it with the Python of an environment that has Airflow and the Google and
+Apache Beam providers (deploy/airflow/requirements.txt), not the project's:
+
+    AIRFLOW_HOME=$(mktemp -d) .airflow-venv/bin/python deploy/airflow/check_dag.py
+
+It parses the DAG folder with Airflow's DagBag (what Composer's scheduler does),
+then walks the tasks in Airflow's topological order: the ``choose_version``
+task really runs, and every later task has its templates rendered with the
+XComs of the tasks before it instead of calling Google Cloud. It prints one
+JSON object: the order, each task's operator, upstream tasks and rendered
+request (the Dataflow launch body or the Vertex AI CustomJob).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+DAG_FOLDER = os.path.dirname(os.path.abspath(__file__))
+DAG_ID = "quickdraw_retrain"
+
+
+class _TaskInstance:
+    """The part of a task instance the DAG's templates use: XCom reads."""
+
+    def __init__(self, xcoms: dict[str, object]):
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
+        if task_ids not in self.xcoms:
+            raise RuntimeError("template reads the XCom of %r, which has not "
+                               "run yet" % task_ids)
+        return self.xcoms[task_ids]
+
+
+def _load_dag():
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag
+    bag = DagBag(dag_folder=DAG_FOLDER)
+    if bag.import_errors:
+        raise SystemExit("DAG import errors: %s" % bag.import_errors)
+    if DAG_ID not in bag.dags:
+        raise SystemExit("no DAG %r in %s" % (DAG_ID, DAG_FOLDER))
+    return bag.dags[DAG_ID]
+
+
+def dry_run() -> dict:
+    dag = _load_dag()
+    xcoms: dict[str, object] = {}
+    tasks = []
+    for task in dag.topological_sort():
+        missing = [t for t in task.upstream_task_ids if t not in xcoms]
+        if missing:
+            raise SystemExit("%s would run before %s" % (task.task_id, missing))
+        context = {"ti": _TaskInstance(xcoms), "dag": dag, "task": task}
+        entry = {"task_id": task.task_id, "operator": type(task).__name__,
+                 "upstream": sorted(task.upstream_task_ids)}
+        if hasattr(task, "python_callable"):
+            xcoms[task.task_id] = task.python_callable()
+            entry["returned"] = xcoms[task.task_id]
+        else:
+            task.render_template_fields(context)
+            entry["rendered"] = {f: getattr(task, f) for f in task.template_fields
+                                 if f in ("body", "custom_job")}
+            xcoms[task.task_id] = None
+        tasks.append(entry)
+    return {"dag_id": dag.dag_id, "schedule": str(dag.schedule)
+            if hasattr(dag, "schedule") else None, "tasks": tasks}
+
+
+if __name__ == "__main__":
+    json.dump(dry_run(), sys.stdout, indent=2, default=str)
+    print()
