@@ -1,0 +1,156 @@
+"""The registry's versions and its atomic ``current`` pointer; the gate."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import pytest
+
+from deploy import registry as reg
+from deploy import retrain
+from deploy.registry import Registry, RegistryError
+
+
+def make_export(registry: Registry, version: str) -> None:
+    os.makedirs(registry.export_dir(version))
+
+
+def test_version_ids_are_dated_and_checked():
+    when = datetime.datetime(2026, 1, 22, 3, 15, 0,
+                             tzinfo=datetime.timezone.utc)
+    assert reg.new_version_id(when) == "20260122-031500"
+    assert reg.check_version_id("20260122-031500") == "20260122-031500"
+    for bad in ("", "../x", "a/b", "-x", "x" * 65, "a b"):
+        with pytest.raises(RegistryError, match="bad version id"):
+            reg.check_version_id(bad)
+
+
+def test_new_version_refuses_to_reuse_an_id(tmp_path):
+    registry = Registry(str(tmp_path))
+    assert registry.new_version("v1") == "v1"
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.new_version("v1")
+    os.makedirs(registry.dataset_dir("v2"))
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.new_version("v2")
+    assert registry.new_version("v2", dataset_exists_ok=True) == "v2"
+    assert registry.versions() == ["v1", "v2"]
+
+
+def test_step_records_merge_and_unknown_versions_are_named(tmp_path):
+    registry = Registry(str(tmp_path))
+    registry.new_version("v1")
+    registry.record_step("v1", "train", status="running")
+    registry.record_step("v1", "train", status="done", metrics={"accuracy": 1})
+    run = registry.read_run("v1")
+    assert run["steps"]["train"]["status"] == "done"
+    assert run["steps"]["train"]["metrics"] == {"accuracy": 1}
+    with pytest.raises(RegistryError, match="no version v9.*known: v1"):
+        registry.read_run("v9")
+
+
+def test_current_pointer_moves_and_names_the_export(tmp_path):
+    registry = Registry(str(tmp_path))
+    assert registry.current() is None
+    with pytest.raises(RegistryError, match="no export"):
+        registry.set_current("v1")
+    make_export(registry, "v1")
+    make_export(registry, "v2")
+    registry.set_current("v1", accuracy=0.5)
+    registry.set_current("v2", accuracy=0.6, previous="v1")
+    pointer = json.loads((tmp_path / reg.CURRENT_FILE).read_text())
+    assert pointer["version"] == "v2"
+    assert pointer["export_dir"] == registry.export_dir("v2")
+    assert pointer["previous"] == "v1"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_write_that_fails_midway_leaves_the_old_pointer(tmp_path, monkeypatch):
+    registry = Registry(str(tmp_path))
+    make_export(registry, "v1")
+    make_export(registry, "v2")
+    registry.set_current("v1")
+    before = (tmp_path / reg.CURRENT_FILE).read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(reg.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        registry.set_current("v2")
+    assert (tmp_path / reg.CURRENT_FILE).read_bytes() == before
+    assert registry.current_version() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        reg.CURRENT_FILE, reg.MODELS]
+
+
+def test_a_corrupt_pointer_is_a_clear_error(tmp_path):
+    (tmp_path / reg.CURRENT_FILE).write_text("{not json")
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        Registry(str(tmp_path)).current()
+
+
+def test_remote_paths_are_joined_with_slashes():
+    registry = Registry("gs://bucket/reg/")
+    assert registry.export_dir("v1") == "gs://bucket/reg/models/v1/export"
+    assert registry.current_path == "gs://bucket/reg/current"
+
+
+@pytest.mark.parametrize("candidate,current,margin,promoted", [
+    (0.50, None, 0.02, True),
+    (0.80, 0.80, 0.02, True),
+    (0.79, 0.80, 0.02, True),
+    (0.77, 0.80, 0.02, False),
+    (0.79, 0.80, 0.0, False),
+])
+def test_gate_promotes_unless_worse_by_more_than_the_margin(
+        candidate, current, margin, promoted):
+    report = {"candidate": {"accuracy": candidate}, "current_version": "v0",
+              "current": None if current is None else {"accuracy": current}}
+    verdict, reason = retrain.decide(report, margin)
+    assert verdict is promoted
+    assert ("%.4f" % candidate) in reason
+
+
+def test_driver_owned_flags_are_refused():
+    with pytest.raises(retrain.RetrainError, match="--output is set by"):
+        retrain._split_flags("--runner=DirectRunner --output=/x",
+                             retrain.PIPELINE_OWNED_FLAGS, "pipeline")
+    with pytest.raises(retrain.RetrainError, match="--model_dir is set by"):
+        retrain._split_flags("--steps=3 --model_dir /x",
+                             retrain.TRAINER_OWNED_FLAGS, "trainer")
+    with pytest.raises(retrain.RetrainError, match="cannot parse"):
+        retrain._split_flags("--classes='cat", (), "pipeline")
+
+
+def test_only_the_chief_records_multi_worker_training(monkeypatch):
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": cluster, "task": {"type": "chief", "index": 0}}))
+    assert retrain._is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert not retrain._is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["b:1", "c:1"]},
+         "task": {"type": "worker", "index": 0}}))
+    assert retrain._is_chief()
+    monkeypatch.delenv("TF_CONFIG")
+    assert retrain._is_chief()
+
+
+def test_cli_errors_are_one_line_and_leave_current(tmp_path, capsys):
+    registry = Registry(str(tmp_path))
+    make_export(registry, "v1")
+    registry.set_current("v1")
+    before = (tmp_path / reg.CURRENT_FILE).read_bytes()
+    code = retrain.main(["--registry", str(tmp_path), "--step=train"])
+    assert code == retrain.EXIT_FAILED
+    assert "needs --version" in capsys.readouterr().err
+    code = retrain.main(["--registry", str(tmp_path), "--step=evaluate",
+                         "--version=v7"])
+    assert code == retrain.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "no version v7" in err and "current model unchanged" in err
+    assert "Traceback" not in err
+    assert (tmp_path / reg.CURRENT_FILE).read_bytes() == before
