@@ -76,7 +76,7 @@ def resolve_inputs(pattern: str) -> list[Path]:
 
 def is_ndjson(path: Path) -> bool:
     """By name, else by content: ndjson starts with ``{``, a TFRecord with a
-    binary length."""
+    little-endian 64-bit length, whose high bytes are zero."""
     if path.name.endswith(NDJSON_SUFFIXES):
         return True
     try:
@@ -84,7 +84,7 @@ def is_ndjson(path: Path) -> bool:
             head = f.read(64).lstrip()
     except (OSError, EOFError):
         return False
-    return head.startswith(b"{")
+    return head.startswith(b"{") and b"\x00" not in head
 
 
 def _open_binary(path: Path):

@@ -14,7 +14,7 @@ from PIL import Image
 
 import tfrecord_schema as schema
 from pipeline.parse import parse_line
-from pipeline.render import (Candidate, ink_to_strokes, main, pick,
+from pipeline.render import (Candidate, ink_to_strokes, is_ndjson, main, pick,
                              read_ndjson, read_tfrecords)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,3 +270,15 @@ def test_directory_of_records_means_all_their_shards(records, tmp_path, capsys):
                  "--cols", "2", "--cell", "64", "--seed", "2"]) == 0
     assert_mosaic(png, 1, 2, 64)
     assert "picked from %d in 3 file(s)" % len(lines) in capsys.readouterr().out
+
+
+def test_format_is_sniffed_when_the_name_does_not_say(records, tmp_path):
+    out_dir, _ = records
+    assert not is_ndjson(out_dir / schema.shard_name(schema.EVAL, 0, 1))
+    # A TFRecord whose first record is 123 bytes long starts with "{".
+    odd = tmp_path / "odd-record"
+    odd.write_bytes(b"{" + b"\x00" * 7 + b"\x12" * 4 + b"x" * 123)
+    assert not is_ndjson(odd)
+    unnamed = tmp_path / "drawings"
+    unnamed.write_bytes((SAMPLE / "key.ndjson").read_bytes())
+    assert is_ndjson(unnamed)
