@@ -227,10 +227,12 @@ class Registry:
                 % (version, self.root, ", ".join(self.versions()) or "none"))
         return run
 
-    def record_step(self, version: str, step: str, **fields: Any) -> dict:
-        """Merges ``fields`` into the record of ``step`` and stamps the time."""
+    def record_step(self, version: str, step: str, fresh: bool = False,
+                    **fields: Any) -> dict:
+        """Merges ``fields`` into the record of ``step`` (or starts it afresh)
+        and stamps the time."""
         run = self.read_run(version)
-        entry = dict(run["steps"].get(step, {}))
+        entry = {} if fresh else dict(run["steps"].get(step, {}))
         entry.update(fields)
         entry["updated_at"] = utc_now()
         run["steps"][step] = entry

@@ -211,6 +211,9 @@ def run_train(registry: Registry, version: str,
     ]
     if warm_from:
         argv.append("--warm_start_from=%s" % warm_from)
+    if _is_chief():
+        registry.record_step(version, "train", warm_start_from=warm_from,
+                             warm_start_reason=warm_reason)
     metrics = train_main(argv)
     if _is_chief() and not reg.exists(registry.export_dir(version)):
         raise RetrainError("training finished but wrote no export at %s"
@@ -333,7 +336,7 @@ def run_step(registry: Registry, version: str, step: str,
     """Runs one step and records its outcome; re-raises failures."""
     record = step != "train" or _is_chief()
     if record:
-        registry.record_step(version, step, status="running",
+        registry.record_step(version, step, fresh=True, status="running",
                              started_at=reg.utc_now(), pid=os.getpid())
     try:
         result = STEP_FUNCTIONS[step](registry, version, args)

@@ -3,7 +3,8 @@
 Run it with the Python of an environment that has Airflow and the Google and
 Apache Beam providers (deploy/airflow/requirements.txt), not the project's:
 
-    AIRFLOW_HOME=$(mktemp -d) .airflow-venv/bin/python deploy/airflow/check_dag.py
+    AIRFLOW_HOME=$(mktemp -d) $(deploy/airflow/setup_venv.sh) \
+        deploy/airflow/check_dag.py [--output report.json]
 
 It parses the DAG folder with Airflow's DagBag (what Composer's scheduler does),
 then walks the tasks in Airflow's topological order: the ``choose_version``
@@ -73,5 +74,10 @@ def dry_run() -> dict:
 
 
 if __name__ == "__main__":
-    json.dump(dry_run(), sys.stdout, indent=2, default=str)
-    print()
+    # Airflow logs to stdout; ``--output FILE`` keeps the JSON apart from it.
+    result = json.dumps(dry_run(), indent=2, default=str)
+    if len(sys.argv) == 3 and sys.argv[1] == "--output":
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            f.write(result + "\n")
+    else:
+        print(result)
