@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from typing import Any
 
 DATASETS = "datasets"
@@ -33,6 +34,7 @@ RUN_FILE = "run.json"
 EVAL_REPORT_FILE = "eval_report.json"
 FIXED_EVAL_FILE = "fixed_eval.json"
 CURRENT_FILE = "current"
+OBJECT_STORES = ("gs://", "s3://")
 
 VERSION_FORMAT = "%Y%m%d-%H%M%S"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -113,10 +115,18 @@ def write_text_atomic(path: str, text: str) -> None:
     Local: write a temporary file in the same directory, fsync, rename over.
     Object stores: one upload of the whole object (GCS makes an object visible
     only once its upload completes), never a copy-then-delete rename.
+    Other TensorFlow filesystems (hdfs://, ram://): a temporary file renamed
+    over the old one.
     """
-    if is_remote(path):
+    if path.startswith(OBJECT_STORES):
         with _gfile().GFile(path, "w") as f:
             f.write(text)
+        return
+    if is_remote(path):
+        tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex)
+        with _gfile().GFile(tmp, "w") as f:
+            f.write(text)
+        _gfile().rename(tmp, path, overwrite=True)
         return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -362,7 +362,10 @@ def retrain(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     else:
         version = reg.check_version_id(args.version)
         if not reg.exists(registry.run_path(version)):
-            adopt_dataset(registry, version)
+            if not _is_chief():  # the chief adopts the dataset
+                check_dataset(registry, version)
+            else:
+                adopt_dataset(registry, version)
     result: dict[str, Any] = {}
     for step in steps:
         print("retrain %s: %s" % (version, step), file=sys.stderr)

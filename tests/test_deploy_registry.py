@@ -154,3 +154,25 @@ def test_cli_errors_are_one_line_and_leave_current(tmp_path, capsys):
     assert "no version v7" in err and "current model unchanged" in err
     assert "Traceback" not in err
     assert (tmp_path / reg.CURRENT_FILE).read_bytes() == before
+
+
+def test_registry_on_a_tensorflow_filesystem():
+    """The non-local code path (tf.io.gfile), on TensorFlow's in-memory
+    filesystem: records and the pointer are rewritten whole, not appended."""
+    root = "ram://registry-%d" % os.getpid()
+    registry = Registry(root)
+    registry.new_version("v1")
+    registry.new_version("v2")
+    reg.makedirs(registry.export_dir("v1"))
+    reg.makedirs(registry.export_dir("v2"))
+    registry.record_step("v1", "train", status="running", note="x" * 200)
+    registry.record_step("v1", "train", fresh=True, status="done")
+    assert registry.read_run("v1")["steps"]["train"]["status"] == "done"
+    registry.set_current("v2", previous="v1", reason="y" * 200)
+    registry.set_current("v1")
+    assert registry.current_version() == "v1"
+    assert "reason" not in registry.current()
+    assert registry.versions() == ["v1", "v2"]
+    assert reg.listdir(root) == [reg.CURRENT_FILE, reg.MODELS]
+    registry.set_fixed_eval("ram://e/eval-*", "ram://e/classes", "dataset v1")
+    assert registry.fixed_eval()["source"] == "dataset v1"
