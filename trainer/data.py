@@ -17,7 +17,9 @@ from trainer.errors import TrainerError
 
 # Used when the pipeline's ink_length_stats.json is absent: roughly the
 # quantiles of simplified Quick, Draw! drawings' lengths.
-DEFAULT_BOUNDARIES = (16, 24, 32, 40, 48, 64, 80, 100, 130, 180, 250)
+DEFAULT_BOUNDARIES = (12, 16, 20, 24, 28, 32, 36, 40, 46, 52, 60, 70, 82, 100)
+TAIL_STEP = 1.25
+TAIL_LIMIT = 1000  # longest drawing assumed when the statistics do not say
 PARSE_BATCH = 256
 SHUFFLE_BUFFER = 10000
 LENGTHS = "lengths"
@@ -56,21 +58,34 @@ def length_boundaries(training_pattern: str, stats_path: str | None = None) -> l
     """Bucket boundaries from the pipeline's ink-length statistics, when present.
 
     Looks for ``ink_length_stats.json`` beside the training files unless a path
-    is given; without it, falls back to ``DEFAULT_BOUNDARIES``.
+    is given; without it, falls back to ``DEFAULT_BOUNDARIES``. Quantile
+    boundaries leave one bucket for the long tail, where a 300-point drawing
+    would pad 63 short ones to its length, so the tail is split further in
+    steps of 25% up to the longest drawing.
     """
+    max_length = TAIL_LIMIT
     if stats_path is None:
         candidate = os.path.join(os.path.dirname(training_pattern.split(",")[0]),
                                  schema.LENGTH_STATS_FILE)
         if not tf.io.gfile.exists(candidate):
-            return list(DEFAULT_BOUNDARIES)
+            return extend_tail(DEFAULT_BOUNDARIES, max_length)
         stats_path = candidate
     try:
         with tf.io.gfile.GFile(stats_path) as f:
-            boundaries = json.load(f)["boundaries"]
+            stats = json.load(f)
+        boundaries = [int(b) for b in stats["boundaries"]]
+        max_length = int(stats.get("max", max_length))
     except (tf.errors.OpError, ValueError, KeyError, TypeError) as e:
         raise TrainerError("cannot read length boundaries from %r: %s" % (stats_path, e)) from e
-    boundaries = sorted({int(b) for b in boundaries if int(b) > 0})
-    return boundaries or list(DEFAULT_BOUNDARIES)
+    return extend_tail(boundaries or DEFAULT_BOUNDARIES, max_length)
+
+
+def extend_tail(boundaries, max_length: int) -> list[int]:
+    """Sorted positive boundaries, with more above the last one up to ``max_length``."""
+    result = sorted({int(b) for b in boundaries if int(b) > 0})
+    while result and result[-1] * TAIL_STEP < max_length:
+        result.append(int(result[-1] * TAIL_STEP) + 1)
+    return result
 
 
 def _parse_batch(serialized: tf.Tensor, num_classes: int):

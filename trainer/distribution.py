@@ -44,8 +44,8 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
-    return tf.distribute.OneDeviceStrategy(device)
+    # The default strategy: no replica machinery, ops placed on the GPU if any.
+    return tf.distribute.get_strategy()
 
 
 def task_identity(strategy: tf.distribute.Strategy) -> tuple[bool, int]:

@@ -4,7 +4,8 @@ Batches are right-padded. Instead of masking every LSTM step, the forward
 LSTM simply runs over the padding (a forward LSTM's outputs at valid steps
 never depend on later steps) and the backward LSTM runs forward over each
 drawing reversed within its own length (``tf.reverse_sequence``), which keeps
-padding at the end again. Only the final sum looks at the lengths. This is
+padding at the end again. Beyond that, the lengths only zero the padding
+between conv layers and select the steps the final sum adds up. This is
 what the tutorial's ``stack_bidirectional_dynamic_rnn`` computed, it needs no
 per-step masking, and with no mask Keras runs its LSTMs on the cuDNN kernel
 on a GPU.
@@ -109,16 +110,18 @@ class SketchClassifier(keras.Model):
     def call(self, inputs, training=False):
         x = tf.cast(inputs[schema.INK], self.compute_dtype)
         lengths = tf.cast(inputs[LENGTHS], tf.int32)
+        valid = tf.sequence_mask(lengths, tf.shape(x)[1], dtype=self.compute_dtype)[..., None]
         for i, conv in enumerate(self.convs):
             if self.norms:
                 x = self.norms[i](x, training=training)
             if i > 0 and self.config.dropout:
                 x = self.dropouts[i](x, training=training)
-            x = conv(x)
+            # Zeroing the padding keeps the next convolution's window from
+            # seeing it, so a drawing's logits do not depend on its batch.
+            x = conv(x) * valid
         for rnn in self.rnns:
             x = rnn(x, lengths)
-        valid = tf.sequence_mask(lengths, tf.shape(x)[1], dtype=tf.float32)[..., tf.newaxis]
-        summed = tf.reduce_sum(tf.cast(x, tf.float32) * valid, axis=1)
+        summed = tf.reduce_sum(tf.cast(x, tf.float32) * tf.cast(valid, tf.float32), axis=1)
         return self.logits(summed)
 
 
