@@ -48,3 +48,15 @@ def test_default_model_has_tutorial_shape():
     assert sum("bidirectional_lstm" in n for n in names) == 3 * 2 * 3  # layers x dirs x vars
     out = model({schema.INK: np.zeros((2, 5, 3), np.float32), LENGTHS: np.array([5, 2])})
     assert out.shape == (2, 345) and out.dtype == tf.float32
+
+
+def test_checkpoint_holds_every_weight(tmp_path):
+    config = ModelConfig(num_classes=3, num_layers=2, num_nodes=4, num_conv=(4, 4),
+                         conv_len=(3, 3), batch_norm=True)
+    model = build_model(config)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
+    assert len(saved) == len(model.weights)  # batch norm's moving statistics included
+    for w in model.weights:
+        w.assign(tf.zeros_like(w))
+    tf.train.Checkpoint(model=build_model(config)).read(path).assert_existing_objects_matched()

@@ -93,6 +93,11 @@ class SketchClassifier(keras.Model):
                                        name="bidirectional_lstm_%d" % i)
                      for i in range(config.num_layers)]
         self.logits = keras.layers.Dense(config.num_classes, dtype="float32", name="logits")
+        # tf.train.Checkpoint does not see layers that Keras 3 holds in lists;
+        # as attributes they (and batch norm's moving statistics) are saved.
+        for layers in (self.norms, self.convs, self.rnns):
+            for layer in layers:
+                setattr(self, layer.name, layer)
 
     def build(self, input_shape=None):
         ink_shape = (None, None, schema.INK_CHANNELS)
