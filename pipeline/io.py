@@ -1,0 +1,51 @@
+"""File output on any Beam filesystem (local, gs://), never half-written."""
+from __future__ import annotations
+
+import struct
+import uuid
+
+import google_crc32c
+from apache_beam.io.filesystems import FileSystems
+
+
+def temp_path(path: str) -> str:
+    """A unique sibling of ``path``; renaming it into place is the atomic step."""
+    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    return FileSystems.join(directory, ".tmp-%s-%s" % (uuid.uuid4().hex[:12], name))
+
+
+def publish(tmp: str, path: str) -> None:
+    """Moves a finished temp file onto its final name, replacing an old one."""
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    tmp = temp_path(path)
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    publish(tmp, path)
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C."""
+    length = struct.pack("<Q", len(record))
+    return length + _masked_crc32c(length) + record + _masked_crc32c(record)
+
+
+def write_tfrecords(path: str, records) -> int:
+    """Writes records to ``path`` atomically; returns how many were written."""
+    tmp = temp_path(path)
+    count = 0
+    with FileSystems.create(tmp) as f:
+        for record in records:
+            f.write(tfrecord_frame(record))
+            count += 1
+    publish(tmp, path)
+    return count

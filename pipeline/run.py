@@ -1,0 +1,140 @@
+"""Runs the pipeline: ``python -m pipeline.run --input=... --output=...``.
+
+ndjson drawings -> parse_line -> per-class train/eval/test selection ->
+shuffled, sharded TFRecords, with rejects, stats and the tf.Transform output.
+Works on the DirectRunner, Dataflow and Flink alike (standard Beam options).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import tfrecord_schema as schema
+from pipeline import split as split_lib
+from pipeline import stats as stats_lib
+from pipeline.options import QuickDrawOptions
+from pipeline.transform import AnalyzeTrainingSplit
+from pipeline.transforms import (COUNTS, REJECTS, ReadDrawings, SplitPerClass, WriteClassFile,
+                                 WriteRejects, WriteShards, WriteStats)
+
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample")
+
+
+class PipelineError(Exception):
+    """A problem with the options or inputs, reported as one line."""
+
+
+def read_classes(value: str | None) -> list[str] | None:
+    """``--classes``: a comma-separated list, or a file with one name per line."""
+    if not value:
+        return None
+    if FileSystems.exists(value) and not value.endswith("/"):
+        with FileSystems.open(value) as f:
+            names = [n.strip() for n in f.read().decode("utf-8").splitlines()]
+    else:
+        names = [n.strip() for n in value.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise PipelineError("--classes %r names no class" % value)
+    return names
+
+
+def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
+    """Files to read. A folder means its ``*.ndjson`` and ``*.ndjson.gz``; when
+    every requested class has its own ``<class>.ndjson[.gz]``, only those are read."""
+    pattern = pattern or SAMPLE_DIR
+    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    expanded = []
+    for p in patterns:
+        if not any(c in p for c in "*?[") and FileSystems.exists(p) and not p.endswith((".ndjson", ".gz", ".json")):
+            base = p.rstrip("/")
+            expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
+        else:
+            expanded.append(p)
+    files = sorted({m.path for result in FileSystems.match(expanded) for m in result.metadata_list})
+    if not files:
+        raise PipelineError("no input file matches %r" % pattern)
+    if classes:
+        by_class = {re.sub(r"\.ndjson(\.gz)?$", "", os.path.basename(f)): f for f in files}
+        if all(c in by_class for c in classes):
+            files = sorted(by_class[c] for c in classes)
+    return files
+
+
+def build(p: beam.Pipeline, opts: QuickDrawOptions, files: list[str], classes, temp_dir: str):
+    """Wires the composite transforms together."""
+    quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
+                            opts.test_observations_per_class)
+    analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
+    read = p | "ReadDrawings" >> ReadDrawings(
+        files, opts.seed, quota.total, opts.max_points, opts.max_bytes, opts.recognized_only, classes)
+    shards, class_names, selected_counts, train_rows = read.candidates | "SplitPerClass" >> SplitPerClass(
+        quota, opts.seed, opts.output_shards, opts.raster, analyze)
+    shards | "WriteShards" >> WriteShards(opts.output, quota, opts.output_shards)
+    class_names | "WriteClassFile" >> WriteClassFile(opts.output)
+    read[REJECTS] | "WriteRejects" >> WriteRejects(opts.output)
+    ((read[COUNTS], selected_counts) | "AllCounts" >> beam.Flatten()
+     | "WriteStats" >> WriteStats(opts.output))
+    if analyze:
+        train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir)
+
+
+def remove_stale_outputs(output: str, quota: split_lib.Quota, shards: int) -> None:
+    """Deletes shards left by an earlier run with another shard count or split."""
+    keep = {FileSystems.join(output, schema.shard_name(s, i, shards))
+            for s in schema.SPLITS if quota.counts[s] for i in range(shards)}
+    patterns = [FileSystems.join(output, schema.shard_pattern(s)) for s in schema.SPLITS]
+    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list if m.path not in keep]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def run(argv: list[str] | None = None, save_main_session: bool = False) -> dict:
+    """Runs the pipeline to completion and returns the contents of stats.json."""
+    options = PipelineOptions(argv)
+    opts = options.view_as(QuickDrawOptions)
+    if opts.output_shards < 1:
+        raise PipelineError("--output_shards must be at least 1")
+    try:
+        quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
+                                opts.test_observations_per_class)
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    if quota.total == 0:
+        raise PipelineError("every --*_observations_per_class is 0: nothing to select")
+    classes = read_classes(opts.classes)
+    files = match_inputs(opts.input, classes)
+    FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
+    temp_dir = FileSystems.join(opts.output, ".tmp-transform")
+    logging.info("Reading %d files into %s", len(files), opts.output)
+    with beam.Pipeline(options=options) as p:
+        build(p, opts, files, classes, temp_dir)
+    remove_stale_outputs(opts.output, quota, opts.output_shards)
+    if FileSystems.exists(temp_dir):
+        FileSystems.delete([temp_dir])
+    with FileSystems.open(FileSystems.join(opts.output, schema.STATS_FILE)) as f:
+        stats = json.loads(f.read())
+    print(stats_lib.summary(stats, opts.output, quota.total))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        run(argv if argv is not None else sys.argv[1:])
+    except PipelineError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Counting every line: read = selected + unselected + filtered + rejected.
+
+Workers emit partial counts keyed by ``(class name or None, field)``; they are
+summed once and turned into ``stats.json``. A line rejected before its class
+is known has the class ``None`` and counts in the totals only.
+"""
+from __future__ import annotations
+
+import collections
+import json
+
+import apache_beam as beam
+
+import tfrecord_schema as schema
+
+READ, FILTERED, VALID = "read", "filtered", "valid"
+REJECTED = "rejected:"
+SELECTED = "selected:"
+
+
+class SumCounts(beam.CombineFn):
+    """Adds up ``{(class, field): n}`` dicts."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, counts):
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = collections.Counter()
+        for acc in accs:
+            out.update(acc)
+        return out
+
+    def extract_output(self, acc):
+        return dict(acc)
+
+
+def _empty() -> dict:
+    return {"read": 0, "selected": {s: 0 for s in schema.SPLITS}, "unselected": 0,
+            "filtered": 0, "rejected": {}}
+
+
+def build_stats(counts: dict) -> dict:
+    """The ``stats.json`` document; raises if the counts do not reconcile."""
+    classes: dict[str, dict] = {}
+    totals = _empty()
+    valid: collections.Counter = collections.Counter()
+    for (word, field), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        targets = [totals] if word is None else [totals, classes.setdefault(word, _empty())]
+        for c in targets:
+            if field == READ:
+                c["read"] += n
+            elif field == FILTERED:
+                c["filtered"] += n
+            elif field == VALID:
+                pass
+            elif field.startswith(REJECTED):
+                reason = field[len(REJECTED):]
+                c["rejected"][reason] = c["rejected"].get(reason, 0) + n
+            elif field.startswith(SELECTED):
+                c["selected"][field[len(SELECTED):]] += n
+        if field == VALID:
+            valid[word] += n
+    for word, c in classes.items():
+        c["unselected"] = valid[word] - sum(c["selected"].values())
+    totals["unselected"] = sum(c["unselected"] for c in classes.values())
+    for name, c in [("totals", totals)] + sorted(classes.items()):
+        rest = sum(c["selected"].values()) + c["unselected"] + c["filtered"] + sum(c["rejected"].values())
+        if rest != c["read"]:
+            raise AssertionError("counts of %r do not add up: read %d, accounted %d" % (name, c["read"], rest))
+    return {"totals": totals, "classes": dict(sorted(classes.items()))}
+
+
+def short_classes(stats: dict, wanted: int) -> list[str]:
+    """Classes that got fewer drawings than the splits asked for."""
+    return [w for w, c in stats["classes"].items() if sum(c["selected"].values()) < wanted]
+
+
+def summary(stats: dict, output: str, wanted: int) -> str:
+    """The few lines printed at the end of a run."""
+    t = stats["totals"]
+    short = short_classes(stats, wanted)
+    lines = [
+        "Read %d lines from %d classes into %s" % (t["read"], len(stats["classes"]), output),
+        "  selected: " + ", ".join("%s %d" % (s, n) for s, n in t["selected"].items()),
+        "  unselected %d, filtered %d, rejected %d" % (
+            t["unselected"], t["filtered"], sum(t["rejected"].values())),
+    ]
+    for reason, n in sorted(t["rejected"].items()):
+        lines.append("    rejected %-24s %d" % (reason, n))
+    if short:
+        lines.append("  %d classes had fewer drawings than asked for (see stats.json): %s" % (
+            len(short), ", ".join(short[:10]) + (" ..." if len(short) > 10 else "")))
+    return "\n".join(lines)
+
+
+def to_json(stats: dict) -> bytes:
+    return json.dumps(stats, indent=1, sort_keys=False).encode("utf-8")

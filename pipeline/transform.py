@@ -1,0 +1,171 @@
+"""tf.Transform: analyses the training split and exports the serving-time
+preprocessing graph (raw absolute points -> the tutorial's normalised ink).
+
+The analysis computes the class vocabulary (with counts) and the ink-length
+quantiles that the trainer uses as bucket boundaries. The exported graph takes
+raw drawings, so a serving model can accept the strokes a player draws.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+import tfrecord_schema as schema
+
+CLASS_VOCABULARY = "class_vocabulary"
+NUM_LENGTH_BUCKETS = 16
+
+_ARROW_SCHEMA = pa.schema([
+    pa.field(schema.RAW_X, pa.large_list(pa.float32())),
+    pa.field(schema.RAW_Y, pa.large_list(pa.float32())),
+    pa.field(schema.RAW_STROKE_END, pa.large_list(pa.float32())),
+    pa.field(schema.WORD, pa.large_list(pa.large_binary())),
+])
+
+
+def raw_feature_spec(tf) -> dict:
+    """What the transform graph takes: one drawing's absolute points."""
+    return {
+        schema.RAW_X: tf.io.VarLenFeature(tf.float32),
+        schema.RAW_Y: tf.io.VarLenFeature(tf.float32),
+        schema.RAW_STROKE_END: tf.io.VarLenFeature(tf.float32),
+        schema.WORD: tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def normalize_ragged(tf, x, y, stroke_end):
+    """parse_line in TensorFlow on ragged [batch, points] tensors.
+
+    Same float32 operations in the same order as the NumPy original, so the
+    ink matches it (bit for bit on CPU).
+    """
+    def unit(v):
+        lower = tf.reduce_min(v, axis=1, keepdims=True)
+        scale = tf.reduce_max(v, axis=1, keepdims=True) - lower
+        scale = tf.where(tf.equal(scale, 0.0), tf.ones_like(scale), scale)
+        return (v - lower) / scale
+
+    x, y = unit(x), unit(y)
+    ink = tf.stack([x[:, 1:] - x[:, :-1], y[:, 1:] - y[:, :-1], stroke_end[:, 1:]], axis=2)
+    return ink
+
+
+def preprocessing_fn(inputs: dict) -> dict:
+    """tf.Transform preprocessing: normalised ink plus the analysed statistics."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    x = tf.RaggedTensor.from_sparse(inputs[schema.RAW_X])
+    y = tf.RaggedTensor.from_sparse(inputs[schema.RAW_Y])
+    ends = tf.RaggedTensor.from_sparse(inputs[schema.RAW_STROKE_END])
+    ink = normalize_ragged(tf, x, y, ends)
+    length = tf.cast(ink.row_lengths(), tf.int64)
+    batch = tf.shape(length, out_type=tf.int64)[0]
+
+    word = inputs[schema.WORD]
+    tft.vocabulary(word, vocab_filename=CLASS_VOCABULARY, store_frequency=True)
+    boundaries = tft.quantiles(tf.cast(length, tf.float32), NUM_LENGTH_BUCKETS, epsilon=0.001)
+    return {
+        schema.TRANSFORMED_INK: ink.merge_dims(1, 2).to_sparse(),
+        schema.TRANSFORMED_LENGTH: length,
+        schema.LENGTH_BOUNDARIES: tf.tile(boundaries, [batch, 1]),
+        "length_min": tf.fill([batch], tft.min(length)),
+        "length_max": tf.fill([batch], tft.max(length)),
+        "length_mean": tf.fill([batch], tft.mean(tf.cast(length, tf.float32))),
+        "num_examples": tf.fill([batch], tft.size(length)),
+    }
+
+
+def to_record_batch(rows: list) -> pa.RecordBatch:
+    """Training drawings -> one Arrow RecordBatch, the input format that lets
+    tf.Transform skip per-instance conversion. ``rows`` are (word, points)."""
+    lengths = np.fromiter((len(p) for _, p in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    points = np.concatenate([p for _, p in rows]) if rows else np.zeros((0, 3), np.float32)
+    offsets_arr = pa.array(offsets)
+
+    def column(values):
+        return pa.LargeListArray.from_arrays(offsets_arr, pa.array(values, pa.float32()))
+
+    words = pa.LargeListArray.from_arrays(
+        pa.array(np.arange(len(rows) + 1, dtype=np.int64)),
+        pa.array([w.encode("utf-8") for w, _ in rows], pa.large_binary()))
+    return pa.RecordBatch.from_arrays(
+        [column(points[:, 0]), column(points[:, 1]), column(points[:, 2]), words],
+        schema=_ARROW_SCHEMA)
+
+
+def tensor_adapter_config():
+    """How tf.Transform turns our RecordBatches into tensors."""
+    import tensorflow as tf
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    tf_schema = schema_utils.schema_from_feature_spec(raw_feature_spec(tf))
+    representations = tensor_representation_util.InferTensorRepresentationsFromMixedSchema(tf_schema)
+    return tensor_adapter.TensorAdapterConfig(_ARROW_SCHEMA, representations)
+
+
+def length_stats(transform_output_dir: str) -> dict:
+    """Reads the analysed ink-length statistics back out of the exported graph."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(transform_output_dir)
+    with tf.Graph().as_default():
+        two_points = tf.SparseTensor(indices=[[0, 0], [0, 1]], values=[0.0, 1.0], dense_shape=[1, 2])
+        probe = {
+            schema.RAW_X: two_points,
+            schema.RAW_Y: two_points,
+            schema.RAW_STROKE_END: two_points,
+            schema.WORD: tf.constant([b""]),
+        }
+        with tf.compat.v1.Session() as session:
+            outputs = output.transform_raw_features(probe)
+            session.run(tf.compat.v1.tables_initializer())
+            out = session.run({k: v for k, v in outputs.items() if k != schema.TRANSFORMED_INK})
+    quantiles = [float(v) for v in out[schema.LENGTH_BOUNDARIES][0]]
+    return {
+        "num_examples": int(out["num_examples"][0]),
+        "min": int(out["length_min"][0]),
+        "max": int(out["length_max"][0]),
+        "mean": float(out["length_mean"][0]),
+        "quantiles": quantiles,
+        "boundaries": sorted({int(np.ceil(q)) for q in quantiles if q >= 1}),
+    }
+
+
+class AnalyzeTrainingSplit(beam.PTransform):
+    """Runs tf.Transform's analysis over batches of training drawings and
+    writes ``transform_output/`` and ``ink_length_stats.json``."""
+
+    def __init__(self, output_dir: str, temp_dir: str):
+        super().__init__()
+        self._output_dir = output_dir
+        self._temp_dir = temp_dir
+
+    def expand(self, batches):
+        import tensorflow_transform.beam as tft_beam
+
+        transform_dir = os.path.join(self._output_dir, schema.TRANSFORM_DIR)
+        with tft_beam.Context(temp_dir=self._temp_dir, force_tf_compat_v1=True):
+            transform_fn = (
+                (batches, tensor_adapter_config())
+                | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+        return written | "WriteLengthStats" >> beam.Map(
+            _write_length_stats, transform_dir,
+            os.path.join(self._output_dir, schema.LENGTH_STATS_FILE))
+
+
+def _write_length_stats(_, transform_dir: str, path: str) -> dict:
+    from pipeline.io import write_atomically
+
+    stats = length_stats(transform_dir)
+    write_atomically(path, json.dumps(stats, indent=1).encode("utf-8"))
+    return stats
