@@ -103,7 +103,7 @@ def parse_drawing(line: str | bytes, max_points: int = 0, max_bytes: int = 0) ->
     try:
         sample = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise Reject(INVALID_JSON) from None
+        sample = _lenient_json(line)
     if not isinstance(sample, dict):
         raise Reject(NOT_AN_OBJECT)
     word = sample.get("word")
@@ -153,6 +153,15 @@ def parse_drawing(line: str | bytes, max_points: int = 0, max_bytes: int = 0) ->
         timestamp=str(sample.get("timestamp", "")),
         points=points,
     )
+
+
+def _lenient_json(line: bytes):
+    """Python's json also reads NaN, Infinity and overflowing numbers, which
+    then get the precise reason ``non_finite_coordinate`` instead of ``invalid_json``."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise Reject(INVALID_JSON) from None
 
 
 def _all_numbers(xs: list, ys: list) -> bool:
