@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from typing import Any, Callable
@@ -122,6 +123,18 @@ def read_classes(path: str) -> list[str]:
             if line.strip()]
 
 
+def _missing_shards(pattern: str) -> list[str]:
+    """Shards of ``...-NNNNN-of-MMMMM`` that are absent (all, if none is there)."""
+    found = reg.glob(pattern)
+    if not found:
+        return [pattern]
+    numbers = [re.search(r"-(\d{5})-of-(\d{5})$", f) for f in found]
+    total = int(numbers[0].group(2))
+    present = {int(m.group(1)) for m in numbers if int(m.group(2)) == total}
+    return [pattern.replace("?????-of-?????", "%05d-of-%05d" % (i, total))
+            for i in range(total) if i not in present]
+
+
 def check_dataset(registry: Registry, version: str) -> dict[str, Any]:
     """Fails unless the dataset of ``version`` is complete (a pipeline run
     that was killed leaves no stats file or no shards)."""
@@ -129,8 +142,7 @@ def check_dataset(registry: Registry, version: str) -> dict[str, Any]:
     missing = [files[k] for k in ("classes_file", "stats")
                if not reg.exists(files[k])]
     for key in ("training_data", "eval_data"):
-        if not reg.glob(files[key]):
-            missing.append(files[key])
+        missing += _missing_shards(files[key])
     if missing:
         raise RetrainError(
             "dataset %s is incomplete (did the pipeline finish?); missing: %s"

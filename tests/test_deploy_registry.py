@@ -176,3 +176,24 @@ def test_registry_on_a_tensorflow_filesystem():
     assert reg.listdir(root) == [reg.CURRENT_FILE, reg.MODELS]
     registry.set_fixed_eval("ram://e/eval-*", "ram://e/classes", "dataset v1")
     assert registry.fixed_eval()["source"] == "dataset v1"
+
+
+def test_an_incomplete_dataset_is_named_not_trained_on(tmp_path):
+    import tfrecord_schema as schema
+    registry = Registry(str(tmp_path))
+    data = tmp_path / reg.DATASETS / "v1"
+    data.mkdir(parents=True)
+    (data / schema.CLASSES_FILE).write_text("cat\n")
+    (data / schema.shard_name(schema.TRAIN, 0, 2)).write_bytes(b"")
+    (data / schema.shard_name(schema.EVAL, 0, 1)).write_bytes(b"")
+    with pytest.raises(retrain.RetrainError) as error:
+        retrain.check_dataset(registry, "v1")
+    message = str(error.value)
+    assert "did the pipeline finish" in message
+    assert schema.STATS_FILE in message
+    assert schema.shard_name(schema.TRAIN, 1, 2) in message
+    assert schema.shard_name(schema.EVAL, 0, 1) not in message
+    code = retrain.main(["--registry", str(tmp_path), "--step=train",
+                         "--version=v1"])
+    assert code == retrain.EXIT_FAILED
+    assert not (tmp_path / reg.MODELS / "v1").exists()
