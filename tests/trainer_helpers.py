@@ -69,3 +69,23 @@ def write_tutorial_dataset(out_dir: str | os.PathLike, classes: list[str],
 
 def data_flags(paths: dict) -> list[str]:
     return ["--%s=%s" % (k, v) for k, v in paths.items()]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def trainer_command(*argv: str) -> list[str]:
+    import sys
+    return [sys.executable, "-m", "trainer.task", *argv]
+
+
+def quiet_env(**extra: str) -> dict:
+    """The environment for trainer subprocesses: CPU only, little TF logging."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env

@@ -90,6 +90,9 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
     strategy = make_strategy(args.distribution)
     is_chief, worker_index = task_identity(strategy)
+    print("Training with %s: %d replica(s) in sync%s"
+          % (type(strategy).__name__, strategy.num_replicas_in_sync,
+             "" if is_chief else ", worker %d" % worker_index), flush=True)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     classes = data.read_classes(args.classes_file)
@@ -101,7 +104,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                   else data.length_boundaries(args.training_data, args.length_stats))
     config = model_config(args, len(classes))
 
-    saved = read_saved_config(args.model_dir)
+    saved = read_saved_config(args.model_dir) if is_chief else None
     if saved is not None and not same_architecture(saved, config):
         raise TrainerError("%s holds a run of another model (%s); use a new --model_dir"
                            % (args.model_dir, saved.to_dict()))
