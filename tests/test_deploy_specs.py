@@ -10,6 +10,9 @@ import subprocess
 
 import pytest
 import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import QuickDrawOptions
 
 from deploy_helpers import (
     DEPLOY, REPO, check_retrain_args, dockerfile_base_images,
@@ -19,6 +22,16 @@ from deploy_helpers import (
 DOCKERFILES = [DEPLOY / "dataflow" / "Dockerfile", DEPLOY / "trainer" / "Dockerfile"]
 VERTEX_SPECS = sorted((DEPLOY / "vertex").glob("*.yaml"))
 CLOUD_ENV = {"PROJECT": "p", "BUCKET": "gs://b", "REGION": "us-central1"}
+
+
+def flex_template_main():
+    """deploy/dataflow/main.py, a script rather than a package module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "flex_template_main", DEPLOY / "dataflow" / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_yaml(path):
@@ -63,14 +76,27 @@ def test_flex_template_entry_point_and_metadata():
 
     metadata = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
     assert metadata["name"] and metadata["parameters"]
+    examples = {"input": "gs://b/in/*.ndjson", "output": "gs://b/out",
+                "classes": "cat,dog", "recognized_only": "true",
+                "raster": "false", "skip_transform": "true"}
+    template_argv = flex_template_main().template_argv
     known = pipeline_parser()._option_string_actions
     for parameter in metadata["parameters"]:
-        assert "--" + parameter["name"] in known, parameter["name"]
+        name = parameter["name"]
+        assert "--" + name in known, name
         assert parameter["label"] and parameter["helpText"]
+        value = examples.get(name, "10")
         for regex in parameter.get("regexes", []):
-            re.compile(regex)
+            assert re.match(regex, value), (name, regex)
+        argv = template_argv(["--%s=%s" % (name, value)])
+        assert unknown_pipeline_flags(argv) == []
+        parsed = PipelineOptions(argv).view_as(QuickDrawOptions)
+        if value in ("true", "false"):
+            assert getattr(parsed, name) is (value == "true")
     required = {p["name"] for p in metadata["parameters"] if not p["isOptional"]}
     assert required == {"input", "output"}
+    with pytest.raises(SystemExit, match="true or false"):
+        template_argv(["--raster=yes please"])
 
 
 @pytest.mark.parametrize("mode", ["run", "direct", "build"])
