@@ -150,3 +150,13 @@ def test_predict_command_top_k_and_game_rule(run, tmp_path):
                           cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --target 'dragon'")
+
+
+def test_mixed_precision_with_batch_norm_trains_and_exports(run, tmp_path):
+    metrics = task.main(train_flags(run["paths"], tmp_path / "m", 4, "--mixed_precision=true",
+                                    "--batch_norm", "--eval_every_steps=0"))
+    assert metrics["global_step"] == 4 and np.isfinite(metrics["loss"])
+    exported = evaluate_saved_model(str(tmp_path / "m" / "export"), run["paths"]["eval_data"],
+                                    run["paths"]["classes_file"])
+    assert exported["accuracy"] == metrics["accuracy"]
+    assert exported["loss"] == pytest.approx(metrics["loss"], abs=1e-2)  # float16 vs float32

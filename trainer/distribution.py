@@ -26,8 +26,8 @@ def cluster_size() -> int:
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """The strategy named by ``--distribution``; create it before other TF work."""
+def make_strategy(name: str = "auto") -> tuple[str, tf.distribute.Strategy]:
+    """The resolved ``--distribution`` name and its strategy; call before other TF work."""
     if name not in DISTRIBUTIONS:
         raise TrainerError("unknown --distribution %r (choose from %s)"
                            % (name, ", ".join(DISTRIBUTIONS)))
@@ -41,11 +41,11 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "multi_worker":
         if cluster_size() < 1:
             raise TrainerError("--distribution=multi_worker needs TF_CONFIG with the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return name, tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return name, tf.distribute.MirroredStrategy()
     # The default strategy: no replica machinery, ops placed on the GPU if any.
-    return tf.distribute.get_strategy()
+    return name, tf.distribute.get_strategy()
 
 
 def task_identity(strategy: tf.distribute.Strategy) -> tuple[bool, int]:

@@ -88,10 +88,10 @@ def check_warm_start(config: ModelConfig, other: ModelConfig, source: str) -> No
 
 def train_and_evaluate(args: argparse.Namespace) -> dict:
     """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
-    strategy = make_strategy(args.distribution)
+    distribution, strategy = make_strategy(args.distribution)
     is_chief, worker_index = task_identity(strategy)
-    print("Training with %s: %d replica(s) in sync%s"
-          % (type(strategy).__name__, strategy.num_replicas_in_sync,
+    print("Training with distribution %s: %d replica(s) in sync%s"
+          % (distribution, strategy.num_replicas_in_sync,
              "" if is_chief else ", worker %d" % worker_index), flush=True)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
