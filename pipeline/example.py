@@ -8,14 +8,19 @@ byte-identical. Tests check the bytes against TensorFlow's own parser.
 from __future__ import annotations
 
 import calendar
-import time
+import functools
 
 import numpy as np
 
 import tfrecord_schema as schema
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(128)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64
     out = bytearray()
@@ -31,7 +36,20 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _ONE_BYTE[number << 3 | 2] + _varint(len(payload)) + payload
+
+
+def _packed_varints(values: np.ndarray) -> bytes:
+    """Varint encoding of many small non-negative ints (raster pixels) at once."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1)
+    if v.size and (v.min() < 0 or v.max() >= 1 << 14):
+        return b"".join(_varint(int(x)) for x in v)
+    two = v >= 128
+    out = np.empty(v.size + int(two.sum()), dtype=np.uint8)
+    pos = np.arange(v.size) + np.concatenate(([0], np.cumsum(two)[:-1]))
+    out[pos] = np.where(two, (v & 0x7F) | 0x80, v)
+    out[pos[two] + 1] = v[two] >> 7
+    return out.tobytes()
 
 
 def float_feature(values: np.ndarray) -> bytes:
@@ -40,7 +58,10 @@ def float_feature(values: np.ndarray) -> bytes:
 
 
 def int64_feature(values) -> bytes:
-    packed = b"".join(_varint(int(v)) for v in values)
+    if isinstance(values, np.ndarray) and values.size > 16:
+        packed = _packed_varints(values)
+    else:
+        packed = b"".join(_varint(int(v)) for v in values)
     return _field(3, _field(1, packed) if packed else b"")
 
 
@@ -48,20 +69,27 @@ def bytes_feature(values) -> bytes:
     return _field(1, b"".join(_field(1, v) for v in values))
 
 
+_KEYS: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEYS[name] = _field(1, name.encode("utf-8"))
+    return key
+
+
 def encode_example(features: dict[str, bytes]) -> bytes:
     """Serialises ``{name: encoded Feature}`` as a tf.train.Example."""
-    entries = b"".join(
-        _field(1, _field(1, name.encode("utf-8")) + _field(2, features[name]))
-        for name in sorted(features))
+    entries = b"".join(_entry(name, features[name]) for name in sorted(features))
     return _field(1, entries)
 
 
 def timestamp_seconds(text: str) -> int:
     """'2017-03-02 23:25:10.07453 UTC' -> seconds since the epoch (UTC); 0 if absent."""
-    if not text:
-        return 0
     try:
-        return calendar.timegm(time.strptime(text[:19], "%Y-%m-%d %H:%M:%S"))
+        return calendar.timegm((int(text[0:4]), int(text[5:7]), int(text[8:10]),
+                                int(text[11:13]), int(text[14:16]), int(text[17:19])))
     except ValueError:
         return 0
 
@@ -71,20 +99,32 @@ def key_id_int(key_id: str) -> int:
     return int(key_id) if key_id.isdigit() and len(key_id) <= 18 else 0
 
 
+def _entry(name: str, feature: bytes) -> bytes:
+    """One ``map<string, Feature>`` entry of Features."""
+    return _field(1, _key(name) + _field(2, feature))
+
+
+@functools.lru_cache(maxsize=4096)
+def _constant_entry(name: str, kind: str, value) -> bytes:
+    """Entries that repeat across drawings (class, country, recognised) are built once."""
+    feature = bytes_feature([value.encode("utf-8")]) if kind == "bytes" else int64_feature([value])
+    return _entry(name, feature)
+
+
 def drawing_example(ink: np.ndarray, class_index: int, word: str, key_id: str,
                     countrycode: str, recognized: bool, timestamp: str,
                     img_64: np.ndarray | None = None) -> bytes:
-    """The tutorial's three features plus the notebook's metadata."""
-    features = {
-        schema.INK: float_feature(ink.reshape(-1)),
-        schema.SHAPE: int64_feature(ink.shape),
-        schema.CLASS_INDEX: int64_feature([class_index]),
-        schema.KEY_ID: int64_feature([key_id_int(key_id)]),
-        schema.WORD: bytes_feature([word.encode("utf-8")]),
-        schema.COUNTRYCODE: bytes_feature([countrycode.encode("utf-8")]),
-        schema.RECOGNIZED: int64_feature([int(recognized)]),
-        schema.TIMESTAMP: int64_feature([timestamp_seconds(timestamp)]),
-    }
-    if img_64 is not None:
-        features[schema.IMG_64] = int64_feature(img_64.reshape(-1))
-    return encode_example(features)
+    """The tutorial's three features plus the notebook's metadata, in sorted
+    feature order (as ``encode_example`` writes them)."""
+    entries = [
+        _constant_entry(schema.CLASS_INDEX, "int64", class_index),
+        _constant_entry(schema.COUNTRYCODE, "bytes", countrycode),
+        _entry(schema.IMG_64, int64_feature(img_64.reshape(-1))) if img_64 is not None else b"",
+        _entry(schema.INK, float_feature(ink.reshape(-1))),
+        _entry(schema.KEY_ID, int64_feature([key_id_int(key_id)])),
+        _constant_entry(schema.RECOGNIZED, "int64", int(recognized)),
+        _entry(schema.SHAPE, int64_feature(ink.shape)),
+        _entry(schema.TIMESTAMP, int64_feature([timestamp_seconds(timestamp)])),
+        _constant_entry(schema.WORD, "bytes", word),
+    ]
+    return _field(1, b"".join(entries))

@@ -14,7 +14,7 @@ from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.example import drawing_example
 from pipeline.io import write_atomically, write_tfrecords
-from pipeline.parse import Reject, normalize, parse_drawing
+from pipeline.parse import Drawing, Reject, normalize_many, parse_drawing
 
 REJECTS, COUNTS, TRAIN_ROWS = "rejects", "counts", "train_rows"
 _NAMESPACE = "quickdraw"
@@ -72,13 +72,23 @@ class _ParseFile(beam.DoFn):
             self._valid.inc()
             rank = split_lib.rank_key(self._seed, drawing.key_id, path, number, line)
             bucket = candidates[word]
-            bucket.append((rank, drawing))
+            bucket.append((rank, _pack(drawing)))
             if len(bucket) >= prune_at:
                 candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
         for word, bucket in candidates.items():
             yield word, split_lib.keep_lowest(bucket, self._wanted)
         logging.info("Read %s: %d lines", path, sum(n for (_, f), n in counts.items() if f == stats_lib.READ))
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
+
+
+def _pack(d: Drawing) -> tuple:
+    """A Drawing as a tuple of primitives, which Beam encodes without pickling."""
+    return d.word, d.key_id, d.countrycode, d.recognized, d.timestamp, d.points.tobytes()
+
+
+def _unpack(t: tuple) -> Drawing:
+    import numpy as np
+    return Drawing(*t[:5], points=np.frombuffer(t[5], dtype=np.float32).reshape(-1, 3))
 
 
 def _reject_record(path: str, number: int, reject: Reject, line: bytes) -> str:
@@ -103,7 +113,6 @@ class ReadDrawings(beam.PTransform):
         return (
             pbegin
             | "Files" >> beam.Create(self._files)
-            | "Distribute" >> beam.Reshuffle()
             | "Parse" >> beam.ParDo(self._parse).with_outputs(REJECTS, COUNTS, main="candidates"))
 
 
@@ -142,13 +151,15 @@ class _EncodeClass(beam.DoFn):
         by_shard = collections.defaultdict(list)
         counts = collections.Counter()
         train_rows = []
-        for split, (rank, d) in self._quota.assign(ranked):
+        assigned = [(split, rank, _unpack(packed)) for split, (rank, packed) in self._quota.assign(ranked)]
+        inks = normalize_many([d.points for _, _, d in assigned])
+        for (split, rank, d), ink in zip(assigned, inks):
             counts[(word, stats_lib.SELECTED + split)] += 1
             img = None
             if self._raster:
                 from pipeline.raster import rasterize
                 img = rasterize(_strokes(d.points))
-            record = drawing_example(normalize(d.points), class_index, d.word, d.key_id,
+            record = drawing_example(ink, class_index, d.word, d.key_id,
                                      d.countrycode, d.recognized, d.timestamp, img)
             order = split_lib.shuffle_key(self._seed, rank)
             by_shard[(split, order % self._shards)].append((order, rank, record))

@@ -96,3 +96,21 @@ def test_hand_encoded_example_parses_like_a_tf_example(real_lines):
     assert parsed[schema.TIMESTAMP].numpy()[0] == example.timestamp_seconds(d.timestamp) > 1.4e9
     assert example.int64_feature([-1]) == tf.train.Feature(
         int64_list=tf.train.Int64List(value=[-1])).SerializeToString()
+
+
+def test_drawing_example_equals_the_generic_encoder(real_lines):
+    import tfrecord_schema as schema
+    d = parse_drawing(real_lines[5])
+    ink = normalize(d.points)
+    features = {
+        schema.INK: example.float_feature(ink.reshape(-1)),
+        schema.SHAPE: example.int64_feature(ink.shape),
+        schema.CLASS_INDEX: example.int64_feature([3]),
+        schema.KEY_ID: example.int64_feature([int(d.key_id)]),
+        schema.WORD: example.bytes_feature([d.word.encode()]),
+        schema.COUNTRYCODE: example.bytes_feature([d.countrycode.encode()]),
+        schema.RECOGNIZED: example.int64_feature([int(d.recognized)]),
+        schema.TIMESTAMP: example.int64_feature([example.timestamp_seconds(d.timestamp)]),
+    }
+    assert example.drawing_example(ink, 3, d.word, d.key_id, d.countrycode, d.recognized,
+                                   d.timestamp) == example.encode_example(features)
