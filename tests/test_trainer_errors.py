@@ -63,6 +63,18 @@ def test_corrupt_record_file(paths, tmp_path):
         task.main(flags(paths, tmp_path / "m", training_data=str(corrupt)))
 
 
+def test_corrupt_record_past_the_checked_prefix(tmp_path):
+    """Corruption the up-front check does not reach is caught while training."""
+    paths = write_tutorial_dataset(tmp_path / "data", CLASSES, train_per_class=24,
+                                   eval_per_class=1, shards=1)
+    shard = list_files(paths["training_data"])[0]
+    blob = bytearray(open(shard, "rb").read())
+    blob[-30:-20] = b"\xff" * 10
+    open(shard, "wb").write(bytes(blob))
+    with pytest.raises(TrainerError, match="bad training data: .*corrupted"):
+        task.main(flags(paths, tmp_path / "m") + ["--steps=100"])
+
+
 def test_empty_dataset(paths, tmp_path):
     empty = tmp_path / "eval.tfrecord-00000-of-00001"
     empty.write_bytes(b"")

@@ -94,7 +94,7 @@ def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
     data.check_records(files, classes)
     signature = loaded.signatures[INK_SIGNATURE]
     dataset = data.make_dataset(files, batch_size, len(classes), training=False,
-                                boundaries=list(data.DEFAULT_BOUNDARIES))
+                                boundaries=data.length_boundaries(eval_data))
 
     def logits_fn(features):
         return signature(ink=features[schema.INK],

@@ -78,16 +78,12 @@ def export_model(model: SketchClassifier, classes: list[str], export_dir: str,
         dict(model.config.to_dict(), mixed_precision=False)))
     serving_model.set_weights(model.get_weights())
     server = SketchServer(serving_model, classes, global_step, top_k)
-    tmp_dir = export_dir.rstrip("/") + ".tmp"
-    if tf.io.gfile.exists(tmp_dir):
-        tf.io.gfile.rmtree(tmp_dir)
-    tf.saved_model.save(server, tmp_dir, signatures={RAW_SIGNATURE: server.serve_raw,
-                                                     INK_SIGNATURE: server.serve_ink})
-    with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", CONFIG_ASSET), "w") as f:
-        json.dump(serving_model.config.to_dict(), f, indent=1)
-    if tf.io.gfile.exists(export_dir):
+    if tf.io.gfile.exists(export_dir):  # a rerun's export replaces the last one
         tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(tmp_dir, export_dir)
+    tf.saved_model.save(server, export_dir, signatures={RAW_SIGNATURE: server.serve_raw,
+                                                        INK_SIGNATURE: server.serve_ink})
+    with tf.io.gfile.GFile(os.path.join(export_dir, "assets", CONFIG_ASSET), "w") as f:
+        json.dump(serving_model.config.to_dict(), f, indent=1)
     return export_dir
 
 
