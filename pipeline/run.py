@@ -127,7 +127,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform", "tfx_bsl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         run(argv if argv is not None else sys.argv[1:])
     except PipelineError as e:
