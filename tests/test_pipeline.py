@@ -203,3 +203,29 @@ def test_portable_runner_path_used_by_flink(tmp_path, bundled_sample):
                          "--output_shards=2", "--skip_transform"])
     assert stats["totals"]["selected"] == {"train": 200, "eval": 100, "test": 0}
     assert len(list(out.glob("training.tfrecord-*"))) == 2
+
+
+def test_raster_option_stores_the_notebook_image(tmp_path, shared_sample):
+    import tensorflow as tf
+
+    from pipeline.raster import rasterize
+    out = tmp_path / "out"
+    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % out, "--classes=cat,house", "--raster",
+                 "--train_observations_per_class=4", "--eval_observations_per_class=0",
+                 "--output_shards=1", "--skip_transform"])
+    originals = {}
+    for word in ("cat", "house"):
+        for line in (shared_sample / (word + ".ndjson")).read_text().splitlines():
+            d = json.loads(line)
+            originals[int(d["key_id"])] = d["drawing"]
+    spec = dict(schema.feature_spec(tf, with_metadata=True))
+    spec[schema.IMG_64] = tf.io.FixedLenFeature([schema.IMG_SIZE ** 2], tf.int64)
+    files = sorted(str(p) for p in out.glob("training.tfrecord-*"))
+    n = 0
+    for raw in tf.data.TFRecordDataset(files):
+        ex = tf.io.parse_single_example(raw, spec)
+        img = ex[schema.IMG_64].numpy().reshape(schema.IMG_SIZE, schema.IMG_SIZE)
+        strokes = [(np.array(s[0]), np.array(s[1])) for s in originals[int(ex[schema.KEY_ID][0])]]
+        assert (img == rasterize(strokes)).all() and img.max() == 255
+        n += 1
+    assert n == 8
