@@ -96,7 +96,7 @@ def remove_stale_outputs(output: str, quota: split_lib.Quota, shards: int) -> No
         FileSystems.delete(stale)
 
 
-def run(argv: list[str] | None = None, save_main_session: bool = False) -> dict:
+def run(argv: list[str] | None = None) -> dict:
     """Runs the pipeline to completion and returns the contents of stats.json."""
     options = PipelineOptions(argv)
     opts = options.view_as(QuickDrawOptions)
@@ -111,7 +111,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> dict:
         raise PipelineError("every --*_observations_per_class is 0: nothing to select")
     classes = read_classes(opts.classes)
     files = match_inputs(opts.input, classes)
-    FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
+    if not FileSystems.exists(opts.output):
+        FileSystems.mkdirs(opts.output)
     temp_dir = FileSystems.join(opts.output, ".tmp-transform")
     logging.info("Reading %d files into %s", len(files), opts.output)
     with beam.Pipeline(options=options) as p:
@@ -122,6 +123,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> dict:
     with FileSystems.open(FileSystems.join(opts.output, schema.STATS_FILE)) as f:
         stats = json.loads(f.read())
     print(stats_lib.summary(stats, opts.output, quota.total))
+    if not sum(stats["totals"]["selected"].values()):
+        raise PipelineError("no drawing was selected: see %s and the rejects" % schema.STATS_FILE)
     return stats
 
 

@@ -155,6 +155,11 @@ def test_clear_errors_for_bad_options(tmp_path):
         run_lib.run(["--output=%s" % tmp_path, "--train_observations_per_class=0",
                      "--eval_observations_per_class=0"])
     assert run_lib.main(["--input=%s/none.ndjson" % tmp_path, "--output=%s" % tmp_path]) == 2
+    (tmp_path / "bad.ndjson").write_text('{"word": "cat"}\nnot json\n')
+    with pytest.raises(run_lib.PipelineError, match="no drawing was selected"):
+        run_lib.run(["--input=%s/bad.ndjson" % tmp_path, "--output=%s/out" % tmp_path, "--skip_transform"])
+    stats = json.loads((tmp_path / "out" / schema.STATS_FILE).read_text())
+    assert stats["totals"]["rejected"] == {"invalid_json": 1, "missing_drawing": 1}
 
 
 @pytest.mark.slow
