@@ -13,7 +13,7 @@ STEPS=${STEPS:-600}
 echo "== 1/4 pipeline: data/sample -> $OUT/dataset"
 $PY -m pipeline.run --output="$OUT/dataset" \
   --train_observations_per_class=20 --eval_observations_per_class=5 --output_shards=4 \
-  --direct_num_workers=2 --direct_running_mode=multi_processing
+  --direct_num_workers=2 --direct_running_mode=multi_processing --default_sdk_harness_log_level=ERROR
 
 echo "== 2/4 render: $OUT/training_mosaic.png"
 $PY -m pipeline.render --input="$OUT/dataset/training.tfrecord-*" --output="$OUT/training_mosaic.png" \
@@ -28,7 +28,7 @@ $PY -m trainer.task \
   --num_layers=1 --num_nodes=64 --learning_rate=0.003 \
   --eval_every_steps=200 --checkpoint_every_steps=200
 
-echo "== 4/4 predict: the eval drawings of 'cat' (rule: accepted when p(cat) > 0.2)"
+echo "== 4/4 predict: five cat drawings of the sample (the game's rule: accepted when p(cat) > 0.2)"
 tail -n 5 data/sample/cat.ndjson | $PY -m trainer.predict --model="$OUT/model/export" \
   --input=- --top_k=3 --target=cat --threshold=0.2
 echo "Done. Outputs in $OUT/: dataset/ (stats.json, TFRecords), training_mosaic.png, model/ (eval_report.json, confusion_matrix.png, export/)"
