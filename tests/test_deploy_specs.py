@@ -142,6 +142,9 @@ def test_flink_compose_and_run_script():
     context = (DEPLOY / "flink" / build["context"]).resolve()
     assert context == REPO and (context / build["dockerfile"]).is_file()
     assert services["python-worker-pool"]["network_mode"] == "service:taskmanager"
+    assert services["python-worker-pool"]["command"] == ["--worker_pool"]
+    dockerfile = (REPO / build["dockerfile"]).read_text()
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in dockerfile
     assert "--flink-master=jobmanager:8081" in services["beam-job-server"]["command"]
 
     commands = dry_run(DEPLOY / "flink" / "run_local.sh",
