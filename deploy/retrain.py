@@ -272,7 +272,7 @@ def run_evaluate(registry: Registry, version: str,
     if candidate_classes != eval_classes:
         raise RetrainError(
             "the candidate's classes differ from the fixed eval set's (%s); "
-            "judge it on its own classes with --fixed_eval_data"
+            "a new set of classes needs a new registry"
             % eval_set["classes_file"])
 
     def evaluate(v: str) -> dict[str, Any]:
@@ -315,6 +315,8 @@ def run_promote(registry: Registry, version: str,
     if report is None:
         raise RetrainError("version %s has no eval report" % version)
     now_current = registry.current_version()
+    if now_current == version:
+        raise RetrainError("version %s is already the current model" % version)
     if now_current != report["current_version"]:
         raise RetrainError(
             "current moved from %s to %s since the evaluation; run the "

@@ -70,6 +70,9 @@ def test_first_run_promotes(first_run):
         registry.dataset_dir("v1"), schema.shard_pattern(schema.EVAL))
     stats = run["steps"]["pipeline"]["stats"]
     assert stats, "the pipeline's stats are recorded"
+    assert retrain.main(["--registry=" + root, "--step=promote",
+                         "--version=v1"]) == retrain.EXIT_FAILED
+    assert registry.current() == pointer
 
 
 def test_worse_run_in_separate_steps_is_refused(first_run, capsys):
