@@ -2,7 +2,6 @@
 then check the report, the export, warm starts and the predict command."""
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ from trainer.errors import TrainerError
 from trainer.evaluate import evaluate_saved_model
 from trainer.export import INK_SIGNATURE, RAW_SIGNATURE, load_export
 from trainer.model import ModelConfig, build_model
-from trainer.predict import Predictor, predict_lines
+from trainer.predict import Predictor, drawing_points, predict_lines
 from trainer_helpers import BUNDLED_SAMPLE, REPO, TINY_MODEL, data_flags, read_drawings, \
     write_tutorial_dataset
 
@@ -81,9 +80,7 @@ def test_export_agrees_with_trained_model_on_eval_set(run):
         padded[i, :len(ink)] = ink
     lengths = np.array([len(i) for i in inks], np.int32)
     want = tf.nn.softmax(model({schema.INK: padded, LENGTHS: lengths})).numpy()
-    got = Predictor(export_dir).probabilities(
-        [__import__("trainer.predict", fromlist=["x"]).drawing_points(json.loads(line))
-         for line in lines])
+    got = Predictor(export_dir).probabilities([drawing_points(json.loads(line)) for line in lines])
     np.testing.assert_allclose(got, want, atol=1e-5)
     loaded, classes = load_export(export_dir)
     assert classes == CLASSES

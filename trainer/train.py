@@ -191,8 +191,6 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                 window_start = time.time()
     except DATA_ERRORS as e:
         raise TrainerError("bad training data: %s" % first_line(e.message)) from e
-    if int(optimizer.iterations.numpy()) != step or manager.latest_checkpoint is None:
-        manager.save(checkpoint_number=step)
     train_summaries.flush()
     if not is_chief:
         shutil.rmtree(os.path.join(args.model_dir, "worker_tmp", str(worker_index)),
