@@ -1,6 +1,8 @@
-"""Two workers on localhost train together through TF_CONFIG, as on Vertex AI."""
+"""Distribution: two workers on localhost through TF_CONFIG (as Vertex AI sets
+it), and one machine mirroring over two devices."""
 import json
 import subprocess
+import sys
 
 from trainer_helpers import REPO, TINY_MODEL, data_flags, free_port, quiet_env, \
     trainer_command, write_tutorial_dataset
@@ -39,3 +41,30 @@ def test_two_workers_through_tf_config(tmp_path):
     assert (model_dir / "export" / "saved_model.pb").exists()
     assert not (model_dir / "worker_tmp" / "1").exists()
     assert "Exported" in outputs[0] and "Exported" not in outputs[1]
+
+
+MIRRORED_SCRIPT = """
+import functools, json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+# No GPU here: mirror over two logical CPUs, as MirroredStrategy would over two GPUs.
+tf.distribute.MirroredStrategy = functools.partial(tf.distribute.MirroredStrategy,
+                                                   devices=["/cpu:0", "/cpu:1"])
+from trainer import task
+print("METRICS " + json.dumps(task.main(sys.argv[1:])))
+"""
+
+
+def test_mirrored_over_two_devices(tmp_path):
+    paths = write_tutorial_dataset(tmp_path / "data", ["house", "guitar", "star"],
+                                   train_per_class=8, eval_per_class=2)
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, *data_flags(paths), *TINY_MODEL,
+         "--model_dir=%s" % (tmp_path / "model"), "--steps=%d" % STEPS, "--batch_size=8",
+         "--distribution=mirrored", "--eval_every_steps=0", "--log_every_steps=3"],
+        cwd=REPO, env=quiet_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Training with distribution mirrored: 2 replica(s) in sync" in proc.stdout
+    metrics = json.loads(proc.stdout.split("METRICS ", 1)[1])
+    assert metrics["global_step"] == STEPS and metrics["num_examples"] == 6

@@ -54,7 +54,14 @@ def test_main_returns_metrics_and_writes_report(run):
     assert report == json.loads(json.dumps(metrics))
     assert (model_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-30")
-    assert list((model_dir / "train").iterdir()) and list((model_dir / "eval").iterdir())
+    eval_tags = {(value.tag, event.step)
+                 for events in (model_dir / "eval").iterdir()
+                 for event in tf.compat.v1.train.summary_iterator(str(events))
+                 for value in event.summary.value
+                 if value.metadata.plugin_data.plugin_name == "scalars"}
+    for tag in ("loss", "accuracy", "top3_accuracy", "map3"):
+        assert {(tag, 20), (tag, 30)} <= eval_tags
+    assert list((model_dir / "train").iterdir())
 
 
 def test_export_agrees_with_trained_model_on_eval_set(run):
