@@ -1,7 +1,7 @@
 """The retraining DAG: its tasks, their order, and the flags they pass.
 
-Airflow pins packages that conflict with TensorFlow, so it is not in the
-project's environment. ``test_dag_structure`` and ``test_dag_flags`` read the
+Airflow (with the Google provider, some 200 packages and their pins) is kept
+out of the project's environment. ``test_dag_structure`` and ``test_dag_flags`` read the
 DAG file without importing Airflow (its syntax tree, and its configuration
 part executed alone). ``test_dag_loads_and_runs_in_order_in_airflow`` loads it
 with real Airflow from a separate virtualenv (deploy/airflow/setup_venv.sh;

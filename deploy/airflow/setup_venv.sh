@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the separate Airflow virtualenv that check_dag.py and the DAG test
-# use (Airflow and TensorFlow pin conflicting packages), and its database.
+# use, apart from the project's environment.
 # Prints the Python to export as QUICKDRAW_AIRFLOW_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")"
