@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 
 import keras
@@ -110,24 +109,13 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                            % (args.model_dir, saved.to_dict()))
     with strategy.scope():
         model = build_model(config)
-        optimizer = keras.optimizers.Adam(args.learning_rate,
-                                          global_clipnorm=args.gradient_clipping_norm or None)
-        if config.mixed_precision:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+        optimizer = make_optimizer(args, config)
+        optimizer.build(model.trainable_variables)  # so that a checkpoint restores at once
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    checkpoint_dir = args.model_dir if is_chief else os.path.join(
-        args.model_dir, "worker_tmp", str(worker_index))
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+    scratch_dir = os.path.join(args.model_dir, "worker_tmp", str(worker_index))
+    manager = tf.train.CheckpointManager(checkpoint, args.model_dir if is_chief else scratch_dir,
                                          max_to_keep=args.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(args.model_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        print("Resuming from %s at step %d" % (latest, int(optimizer.iterations.numpy())),
-              flush=True)
-    elif args.warm_start_from:
-        warm_start(model, config, args.warm_start_from)
-        print("Warm-started from %s" % args.warm_start_from, flush=True)
+    restore_or_warm_start(checkpoint, args, config)
     if is_chief:
         tf.io.gfile.makedirs(args.model_dir)
         with tf.io.gfile.GFile(os.path.join(args.model_dir, CONFIG_FILE), "w") as f:
@@ -191,19 +179,42 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                 window_start = time.time()
     except DATA_ERRORS as e:
         raise TrainerError("bad training data: %s" % first_line(e.message)) from e
-    train_summaries.flush()
+    finally:
+        train_summaries.close()
     if not is_chief:
-        shutil.rmtree(os.path.join(args.model_dir, "worker_tmp", str(worker_index)),
-                      ignore_errors=True)
+        if tf.io.gfile.exists(scratch_dir):
+            tf.io.gfile.rmtree(scratch_dir)
         return {"global_step": step}
     metrics, matrix = evaluate(step)
+    eval_summaries.close()
     write_report(metrics, matrix, classes, args.model_dir)
-    eval_summaries.flush()
     export_dir = args.export_dir or os.path.join(args.model_dir, "export")
     export_model(eval_model, classes, export_dir, step, args.top_k)
     print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
           flush=True)
     return metrics
+
+
+def make_optimizer(args: argparse.Namespace, config: ModelConfig) -> keras.optimizers.Optimizer:
+    """Adam with clipping by global norm; loss scaling on top under mixed precision."""
+    optimizer = keras.optimizers.Adam(args.learning_rate,
+                                      global_clipnorm=args.gradient_clipping_norm or None)
+    if config.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def restore_or_warm_start(checkpoint: tf.train.Checkpoint, args: argparse.Namespace,
+                          config: ModelConfig) -> None:
+    """Resumes from ``model_dir``'s last checkpoint, else warm-starts if asked."""
+    latest = tf.train.latest_checkpoint(args.model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        print("Resuming from %s at step %d"
+              % (latest, int(checkpoint.optimizer.iterations.numpy())), flush=True)
+    elif args.warm_start_from:
+        warm_start(checkpoint.model, config, args.warm_start_from)
+        print("Warm-started from %s" % args.warm_start_from, flush=True)
 
 
 def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
