@@ -71,6 +71,8 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: str) -> Non
     image.paste(heat.convert("RGB"), (margin, margin))
     if margin > 4:
         draw = ImageDraw.Draw(image)
+        draw.text((2, 2), "rows: true class", fill="black")
+        draw.text((2, 16), "columns: predicted", fill="black")
         for i, name in enumerate(classes):
             draw.text((2, margin + i * cell + cell // 2 - 5), name[:16], fill="black")
             label = Image.new("RGB", (margin - 4, 12), "white")

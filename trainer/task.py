@@ -12,6 +12,7 @@ import sys
 from trainer.distribution import DISTRIBUTIONS
 from trainer.errors import TrainerError
 from trainer.model import CELL_TYPES
+from trainer.train import train_and_evaluate
 
 
 def int_list(text: str) -> list[int]:
@@ -106,7 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
     """
     args = build_parser().parse_args(argv)
     validate(args)
-    from trainer.train import train_and_evaluate  # TensorFlow loads only past --help
     return train_and_evaluate(args)
 
 
