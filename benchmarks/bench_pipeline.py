@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"
 WORKERS = 2
+TINY_PER_CLASS = 10
 KEY_ID = re.compile(rb'"key_id":\s*"?(\d+)"?')
 
 
@@ -130,14 +131,35 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+class Timer:
+    """Wall-clock seconds and CPU seconds (this process, and its children
+    that have exited) of the block it wraps, in ``figures``."""
+
+    def __enter__(self) -> "Timer":
+        self._cpu = _cpu_seconds()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seconds = time.perf_counter() - self._start
+        main, workers = (after - before for after, before in zip(_cpu_seconds(), self._cpu))
+        self.figures = {"seconds": seconds, "main_cpu_s": main, "workers_cpu_s": workers}
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
 def child_baseline(args: argparse.Namespace) -> dict:
     import tensorflow as tf
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from baseline_create_dataset import create_dataset
 
-    start = time.perf_counter()
-    written = create_dataset(tf, args.input, args.output, *args.counts)
-    return {"seconds": time.perf_counter() - start, "written": written}
+    with Timer() as timer:
+        written = create_dataset(tf, args.input, args.output, *args.counts)
+    return {**timer.figures, "written": written}
 
 
 def child_pipeline(args: argparse.Namespace) -> dict:
@@ -152,28 +174,37 @@ def child_pipeline(args: argparse.Namespace) -> dict:
             "--test_observations_per_class=%d" % test,
             "--direct_num_workers=%d" % WORKERS,
             "--direct_running_mode=multi_processing", "--runner=DirectRunner"]
-    start = time.perf_counter()
-    stats = run(argv)
-    return {"seconds": time.perf_counter() - start, "stats": stats}
+    argv += args.pipeline_args or []
+    with Timer() as timer:
+        stats = run(argv)
+    return {**timer.figures, "stats": stats}
 
 
 def run_child(kind: str, input_dir: Path, output_dir: Path,
-              counts: tuple[int, int, int]) -> dict:
+              counts: tuple[int, int, int], pipeline_args: tuple[str, ...] = ()) -> dict:
     """Runs one configuration in a fresh process; returns its figures."""
     shutil.rmtree(output_dir, ignore_errors=True)
     load = os.getloadavg()[0]
     command = [sys.executable, __file__, "--child", kind, "--input", str(input_dir),
                "--output", str(output_dir), "--counts", *map(str, counts)]
-    print("  %s: %s, %s/%s/%s per class ..." % (kind, input_dir.name, *counts),
+    if pipeline_args:
+        command.append("--pipeline_args=" + " ".join(pipeline_args))
+    print("  %s: %s, %s/%s/%s per class %s..." % (kind, input_dir.name, *counts,
+                                                 " ".join(pipeline_args) + " " if pipeline_args else ""),
           flush=True)
-    done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    log = output_dir.parent / (output_dir.name + ".log")
+    with open(log, "w") as stderr:
+        done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=stderr, text=True)
     if done.returncode != 0:
-        raise SystemExit("bench_pipeline: the %s run failed (exit %d)"
-                         % (kind, done.returncode))
+        raise SystemExit("bench_pipeline: the %s run failed (exit %d), see %s"
+                         % (kind, done.returncode, log))
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load_before"] = load  # other work on the machine skews the times
-    print("    %.1f s, peak RSS %.0f MiB (main), %.0f MiB (largest worker)"
-          % (result["seconds"], result["main_mib"], result["worker_mib"]), flush=True)
+    print("    %.1f s, CPU %.0f s (main) + %.0f s (workers), peak RSS %.0f MiB (main), "
+          "%.0f MiB (largest worker)"
+          % (result["seconds"], result["main_cpu_s"], result["workers_cpu_s"],
+             result["main_mib"], result["worker_mib"]), flush=True)
     return result
 
 
@@ -185,6 +216,30 @@ def child_main(args: argparse.Namespace) -> None:
     result["children_rusage_mib"] = \
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result, default=str))
+
+
+def time_stages(source: Path, workdir: Path, figures: dict) -> dict:
+    """Splits the pipeline's time into a fixed part (a run on a tiny input),
+    the tf.Transform analysis (a run with ``--skip_transform``) and the rest,
+    which grows with the number of drawings."""
+    tiny = workdir / "input_tiny"
+    write_input(source, tiny, TINY_PER_CLASS)
+    fixed = run_child("pipeline", tiny, workdir / "out_tiny", split_counts(TINY_PER_CLASS))
+    fixed_no_tft = run_child("pipeline", tiny, workdir / "out_tiny_no_tft",
+                             split_counts(TINY_PER_CLASS), ("--skip_transform",))
+    no_tft = run_child("pipeline", workdir / "input", workdir / "out_no_tft",
+                       figures["counts"], ("--skip_transform",))
+    total = figures["pipeline_s"]
+    per_drawing_s = no_tft["seconds"] - fixed_no_tft["seconds"]
+    return {
+        "fixed_s": fixed["seconds"],
+        "fixed_without_transform_s": fixed_no_tft["seconds"],
+        "without_transform_s": no_tft["seconds"],
+        "transform_s": total - no_tft["seconds"],
+        "per_drawing_work_s": per_drawing_s,
+        "per_drawing_core_us": per_drawing_s * WORKERS / figures["drawings"] * 1e6,
+        "baseline_per_drawing_us": figures["baseline_s"] / figures["drawings"] * 1e6,
+    }
 
 
 # --- Report ------------------------------------------------------------------
@@ -199,11 +254,14 @@ def report(figures: dict) -> None:
     rows = [
         ("drawings", "%d (%d classes x %d)" % (figures["drawings"], figures["classes"],
                                                figures["per_class"])),
-        ("baseline (create_dataset.py, 1 process)", "%.1f s" % figures["baseline_s"]),
+        ("baseline (create_dataset.py, 1 process)", "%.1f s, CPU %.1f s"
+         % (figures["baseline_s"], figures["baseline_cpu_s"])),
     ]
     if "pipeline_s" in figures:
         rows += [
-            ("pipeline (DirectRunner, %d workers)" % WORKERS, "%.1f s" % figures["pipeline_s"]),
+            ("pipeline (DirectRunner, %d workers)" % WORKERS,
+             "%.1f s, CPU %.1f s (main) + %.1f s (workers)"
+             % (figures["pipeline_s"], *figures["pipeline_cpu_s"])),
             ("speed-up (baseline / pipeline)", "%.2fx" % figures["speedup"]),
             ("pipeline drawings/s per core", "%.0f" % figures["drawings_per_s_per_core"]),
         ]
@@ -215,6 +273,17 @@ def report(figures: dict) -> None:
     if "growth" in figures.get("memory", {}):
         rows.append(("peak RSS full / half (main, worker)", "%.2f, %.2f"
                      % tuple(figures["memory"]["growth"])))
+    if "stages" in figures:
+        st = figures["stages"]
+        rows += [
+            ("stage: fixed cost (tiny input, with tf.Transform)", "%.1f s" % st["fixed_s"]),
+            ("stage: fixed cost without tf.Transform", "%.1f s" % st["fixed_without_transform_s"]),
+            ("stage: tf.Transform analysis (full - skip_transform)", "%.1f s" % st["transform_s"]),
+            ("stage: per-drawing work without tf.Transform",
+             "%.1f s, %.0f us per drawing per core (baseline %.0f us)"
+             % (st["per_drawing_work_s"], st["per_drawing_core_us"],
+                st["baseline_per_drawing_us"])),
+        ]
     width = max(len(name) for name, _ in rows)
     print("\n%s; 1-minute load average before each run: %s\n" % (
         figures["machine"], ", ".join("%s %.1f" % kv for kv in figures["load_before"].items())))
@@ -238,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--counts", type=int, nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline_args", type=str.split, help=argparse.SUPPRESS)
+    parser.add_argument("--stages", action="store_true",
+                        help="also time where the pipeline's time goes: its fixed cost "
+                             "(%d drawings per class) and its run without tf.Transform"
+                             % TINY_PER_CLASS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args)
@@ -258,11 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     baseline = run_child("baseline", full, workdir / "out_baseline", figures["counts"])
     figures["baseline_s"] = baseline["seconds"]
     figures["baseline_peak_mib"] = baseline["main_mib"]
+    figures["baseline_cpu_s"] = baseline["main_cpu_s"]
     figures["load_before"] = {"baseline": baseline["load_before"]}
     if not args.baseline_only:
         pipeline = run_child("pipeline", full, workdir / "out_pipeline", figures["counts"])
         figures["pipeline_s"] = pipeline["seconds"]
-        figures["pipeline_stats"] = pipeline["stats"]
+        figures["pipeline_totals"] = pipeline["stats"].get("totals")
+        figures["pipeline_cpu_s"] = [pipeline["main_cpu_s"], pipeline["workers_cpu_s"]]
         figures["load_before"]["pipeline"] = pipeline["load_before"]
         figures["speedup"] = baseline["seconds"] / pipeline["seconds"]
         figures["drawings_per_s_per_core"] = drawings / pipeline["seconds"] / WORKERS
@@ -279,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
                                 for k in ("main_mib", "worker_mib")]
             figures["memory"] = memory
 
+    if args.stages and not args.baseline_only:
+        figures["stages"] = time_stages(Path(args.source), workdir, figures)
     report(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
