@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from trainer_helpers import REPO, TINY_MODEL, data_flags, free_port, quiet_env, \
     trainer_command, write_tutorial_dataset
 
 STEPS = 6
 
 
+@pytest.mark.slow
 def test_two_workers_through_tf_config(tmp_path):
     paths = write_tutorial_dataset(tmp_path / "data", ["house", "guitar", "star"],
                                    train_per_class=8, eval_per_class=2, shards=4)
@@ -56,6 +59,7 @@ print("METRICS " + json.dumps(task.main(sys.argv[1:])))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_devices(tmp_path):
     paths = write_tutorial_dataset(tmp_path / "data", ["house", "guitar", "star"],
                                    train_per_class=8, eval_per_class=2)

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import tensorflow as tf
 
 from trainer_helpers import REPO, TINY_MODEL, data_flags, quiet_env, trainer_command, \
@@ -21,6 +22,7 @@ def optimizer_iterations(model_dir) -> int:
     return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_step_and_optimizer_state(tmp_path):
     paths = write_tutorial_dataset(tmp_path / "data", ["cloud", "eye", "fish"],
                                    train_per_class=10, eval_per_class=3)
