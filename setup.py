@@ -32,7 +32,7 @@ setuptools.setup(
         "console_scripts": [
             "quickdraw-pipeline=pipeline.run:main",
             "quickdraw-render=pipeline.render:main",
-            "quickdraw-train=trainer.task:main",
+            "quickdraw-train=trainer.task:run",
             "quickdraw-predict=trainer.predict:main",
             "quickdraw-retrain=deploy.retrain:main",
         ],
