@@ -244,6 +244,17 @@ def time_stages(source: Path, workdir: Path, figures: dict) -> dict:
 
 # --- Report ------------------------------------------------------------------
 
+def revision() -> str:
+    """The commit measured, with ``+local changes`` when the tree differs."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "pipeline",
+                "benchmarks", "tfrecord_schema.py")
+    return commit + (" +local changes" if dirty else "")
+
+
 def machine() -> str:
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / 2 ** 20
@@ -285,8 +296,8 @@ def report(figures: dict) -> None:
                 st["baseline_per_drawing_us"])),
         ]
     width = max(len(name) for name, _ in rows)
-    print("\n%s; 1-minute load average before each run: %s\n" % (
-        figures["machine"], ", ".join("%s %.1f" % kv for kv in figures["load_before"].items())))
+    print("\n%s, revision %s; 1-minute load average before each run: %s\n" % (
+        figures["machine"], figures["revision"], ", ".join("%s %.1f" % kv for kv in figures["load_before"].items())))
     for name, value in rows:
         print("%-*s  %s" % (width, name, value))
 
@@ -326,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     full = workdir / "input"
     half = workdir / "input_half"
     drawings = write_input(Path(args.source), full, per_class)
-    figures = {"machine": machine(), "drawings": drawings, "classes": classes,
+    figures = {"machine": machine(), "revision": revision(), "drawings": drawings, "classes": classes,
                "per_class": per_class, "counts": split_counts(per_class)}
 
     baseline = run_child("baseline", full, workdir / "out_baseline", figures["counts"])
