@@ -111,20 +111,45 @@ def _constant_entry(name: str, kind: str, value) -> bytes:
     return _entry(name, feature)
 
 
+def _int64_entry(name: str, value: int) -> bytes:
+    """A one-value int64 feature entry, written without intermediate objects."""
+    v = _varint(value)
+    key = _key(name)
+    # Int64List{value: [packed]} inside Feature{int64_list} inside the map entry.
+    inner = b"\x0a" + _ONE_BYTE[len(v)] + v
+    feature = b"\x1a" + _ONE_BYTE[len(inner)] + inner
+    entry = key + b"\x12" + _ONE_BYTE[len(feature)] + feature
+    return b"\x0a" + _ONE_BYTE[len(entry)] + entry
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_entry(length: int) -> bytes:
+    return _entry(schema.SHAPE, int64_feature([length, schema.INK_CHANNELS]))
+
+
+def _ink_entry(ink: np.ndarray) -> bytes:
+    """The ``ink`` entry: the float32 buffer written as one packed field."""
+    raw = np.ascontiguousarray(ink, dtype="<f4").tobytes()
+    inner = (b"\x0a" + _varint(len(raw)) + raw) if raw else b""
+    feature = b"\x12" + _varint(len(inner)) + inner
+    entry = _key(schema.INK) + b"\x12" + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(entry)) + entry
+
+
 def drawing_example(ink: np.ndarray, class_index: int, word: str, key_id: str,
                     countrycode: str, recognized: bool, timestamp: str,
                     img_64: np.ndarray | None = None) -> bytes:
     """The tutorial's three features plus the notebook's metadata, in sorted
     feature order (as ``encode_example`` writes them)."""
-    entries = [
+    entries = b"".join((
         _constant_entry(schema.CLASS_INDEX, "int64", class_index),
         _constant_entry(schema.COUNTRYCODE, "bytes", countrycode),
         _entry(schema.IMG_64, int64_feature(img_64.reshape(-1))) if img_64 is not None else b"",
-        _entry(schema.INK, float_feature(ink.reshape(-1))),
-        _entry(schema.KEY_ID, int64_feature([key_id_int(key_id)])),
+        _ink_entry(ink),
+        _int64_entry(schema.KEY_ID, key_id_int(key_id)),
         _constant_entry(schema.RECOGNIZED, "int64", int(recognized)),
-        _entry(schema.SHAPE, int64_feature(ink.shape)),
-        _entry(schema.TIMESTAMP, int64_feature([timestamp_seconds(timestamp)])),
+        _shape_entry(len(ink)),
+        _int64_entry(schema.TIMESTAMP, timestamp_seconds(timestamp)),
         _constant_entry(schema.WORD, "bytes", word),
-    ]
-    return _field(1, b"".join(entries))
+    ))
+    return b"\x0a" + _varint(len(entries)) + entries

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import pickle
 
 import apache_beam as beam
 import orjson
@@ -76,9 +77,19 @@ class _ParseFile(beam.DoFn):
             if len(bucket) >= prune_at:
                 candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
         for word, bucket in candidates.items():
-            yield word, split_lib.keep_lowest(bucket, self._wanted)
+            yield word, _blob(split_lib.keep_lowest(bucket, self._wanted))
         logging.info("Read %s: %d lines", path, sum(n for (_, f), n in counts.items() if f == stats_lib.READ))
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
+
+
+def _blob(items: list) -> bytes:
+    """Lists cross stage boundaries as one pickled blob: the runner then moves
+    bytes instead of decoding and re-encoding every drawing."""
+    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unblob(blobs) -> list:
+    return [item for blob in blobs for item in pickle.loads(blob)]
 
 
 def _pack(d: Drawing) -> tuple:
@@ -100,7 +111,7 @@ def _reject_record(path: str, number: int, reject: Reject, line: bytes) -> str:
 
 
 class ReadDrawings(beam.PTransform):
-    """Input files -> ``(class, [(rank, Drawing), ...])`` candidates, plus the
+    """Input files -> ``(class, blob of [(rank, drawing), ...])`` candidates, plus the
     rejects (ndjson lines) and partial counts as tagged outputs."""
 
     def __init__(self, files: list[str], seed: int, wanted: int, max_points: int,
@@ -114,25 +125,6 @@ class ReadDrawings(beam.PTransform):
             pbegin
             | "Files" >> beam.Create(self._files)
             | "Parse" >> beam.ParDo(self._parse).with_outputs(REJECTS, COUNTS, main="candidates"))
-
-
-class _KeepLowest(beam.CombineFn):
-    """Merges candidate lists, keeping the ``n`` lowest ranks: bounded memory."""
-
-    def __init__(self, n: int):
-        self._n = n
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, candidates):
-        return split_lib.keep_lowest(acc + candidates, self._n)
-
-    def merge_accumulators(self, accs):
-        return split_lib.keep_lowest([c for acc in accs for c in acc], self._n)
-
-    def extract_output(self, acc):
-        return acc
 
 
 class _EncodeClass(beam.DoFn):
@@ -166,7 +158,7 @@ class _EncodeClass(beam.DoFn):
             if split == schema.TRAIN and self._analyze:
                 train_rows.append((d.word, d.points))
         for key, records in by_shard.items():
-            yield key, records
+            yield key, _blob(records)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
         if train_rows:
             from pipeline.transform import to_record_batch
@@ -180,9 +172,13 @@ def _strokes(points):
     return [(s[:, 0], s[:, 1]) for s in np.split(points, ends[:-1])]
 
 
+def _keep_lowest(word: str, blobs, n: int = 0) -> tuple:
+    return word, split_lib.keep_lowest(_unblob(blobs), n)
+
+
 class SplitPerClass(beam.PTransform):
     """Candidates -> per-class train/eval/test selection, encoded as
-    ``((split, shard), [(order, rank, example bytes)])``; tagged outputs: the
+    ``((split, shard), blob of [(order, rank, example bytes)])``; tagged outputs: the
     class list, selected counts and training rows for tf.Transform."""
 
     def __init__(self, quota: split_lib.Quota, seed: int, shards: int, raster: bool, analyze: bool):
@@ -191,7 +187,10 @@ class SplitPerClass(beam.PTransform):
         self._encode = _EncodeClass(quota, seed, shards, raster, analyze)
 
     def expand(self, candidates):
-        ranked = candidates | "KeepLowestPerClass" >> beam.CombinePerKey(_KeepLowest(self._quota.total))
+        ranked = (
+            candidates
+            | "GroupByClass" >> beam.GroupByKey()
+            | "KeepLowestPerClass" >> beam.MapTuple(_keep_lowest, n=self._quota.total))
         classes = (
             ranked
             | "ClassNames" >> beam.Keys()
@@ -214,16 +213,16 @@ class WriteShards(beam.PTransform):
         self._shards = shards
 
     def expand(self, keyed):
-        empty = keyed.pipeline | "ExpectedShards" >> beam.Create([(k, []) for k in self._keys])
+        empty = keyed.pipeline | "ExpectedShards" >> beam.Create([(k, _blob([])) for k in self._keys])
         return (
             (keyed, empty)
             | "Merge" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.MapTuple(self._write))
 
-    def _write(self, key, groups):
+    def _write(self, key, blobs):
         split, shard = key
-        records = sorted(r for group in groups for r in group)
+        records = sorted(_unblob(blobs))
         path = FileSystems.join(self._output, schema.shard_name(split, shard, self._shards))
         n = write_tfrecords(path, (r[2] for r in records))
         return split, path, n
