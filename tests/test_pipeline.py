@@ -234,3 +234,21 @@ def test_raster_option_stores_the_notebook_image(tmp_path, shared_sample):
         assert (img == rasterize(strokes)).all() and img.max() == 255
         n += 1
     assert n == 8
+
+
+def test_growing_input_never_moves_an_eval_drawing_into_train(tmp_path, shared_sample):
+    import tensorflow as tf
+    small, full = tmp_path / "small", tmp_path / "full"
+    small.mkdir()
+    for word in ("cat", "dog", "fish"):
+        lines = (shared_sample / (word + ".ndjson")).read_text().splitlines()
+        (small / (word + ".ndjson")).write_text("\n".join(lines[:12]) + "\n")
+    flags = ["--train_observations_per_class=6", "--eval_observations_per_class=4",
+             "--output_shards=1", "--skip_transform"]
+    run_lib.run(["--input=%s" % small, "--output=%s" % (tmp_path / "v1"), *flags])
+    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % (tmp_path / "v2"),
+                 "--classes=cat,dog,fish", *flags])
+    keys = {(v, s): {int(r[schema.KEY_ID][0]) for r in read_split(tf, tmp_path / v, s)}
+            for v in ("v1", "v2") for s in (schema.TRAIN, schema.EVAL)}
+    assert len(keys[("v1", schema.EVAL)]) == 12
+    assert not keys[("v1", schema.EVAL)] & keys[("v2", schema.TRAIN)]
