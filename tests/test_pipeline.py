@@ -238,7 +238,7 @@ def test_raster_option_stores_the_notebook_image(tmp_path, shared_sample):
 
 def test_growing_input_never_moves_an_eval_drawing_into_train(tmp_path, shared_sample):
     import tensorflow as tf
-    small, full = tmp_path / "small", tmp_path / "full"
+    small = tmp_path / "small"
     small.mkdir()
     for word in ("cat", "dog", "fish"):
         lines = (shared_sample / (word + ".ndjson")).read_text().splitlines()
