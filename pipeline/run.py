@@ -128,10 +128,30 @@ def run(argv: list[str] | None = None) -> dict:
     return stats
 
 
+class _WorkerProgress(logging.Filter):
+    """Beam's local runners forward a worker's log records as protobuf text.
+    This keeps our own progress lines (as plain messages) and the warnings."""
+
+    _MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        ours = "/pipeline/" in text
+        if record.levelno < logging.WARNING and not ours:
+            return False
+        found = self._MESSAGE.search(text)
+        if found:
+            record.msg, record.args = "worker: " + found.group(1).replace('\\"', '"'), ()
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform", "tfx_bsl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    forwarded = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    forwarded.setLevel(logging.INFO)
+    forwarded.addFilter(_WorkerProgress())
     try:
         run(argv if argv is not None else sys.argv[1:])
     except PipelineError as e:

@@ -78,7 +78,9 @@ class _ParseFile(beam.DoFn):
                 candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
         for word, bucket in candidates.items():
             yield word, _blob(split_lib.keep_lowest(bucket, self._wanted))
-        logging.info("Read %s: %d lines", path, sum(n for (_, f), n in counts.items() if f == stats_lib.READ))
+        lines = sum(n for (_, f), n in counts.items() if f == stats_lib.READ)
+        rejected = sum(n for (_, f), n in counts.items() if f.startswith(stats_lib.REJECTED))
+        logging.info("Read %s: %d lines, %d rejected", path, lines, rejected)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
 
 

@@ -13,7 +13,7 @@ STEPS=${STEPS:-600}
 echo "== 1/4 pipeline: data/sample -> $OUT/dataset"
 $PY -m pipeline.run --output="$OUT/dataset" \
   --train_observations_per_class=20 --eval_observations_per_class=5 --output_shards=4 \
-  --direct_num_workers=2 --direct_running_mode=multi_processing --default_sdk_harness_log_level=ERROR
+  --direct_num_workers=2 --direct_running_mode=multi_processing
 
 echo "== 2/4 render: $OUT/training_mosaic.png"
 $PY -m pipeline.render --input="$OUT/dataset/training.tfrecord-*" --output="$OUT/training_mosaic.png" \
