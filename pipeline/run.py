@@ -75,8 +75,9 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, files: list[str], classes, t
     analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
     read = p | "ReadDrawings" >> ReadDrawings(
         files, opts.seed, quota.total, opts.max_points, opts.max_bytes, opts.recognized_only, classes)
-    shards, class_names, selected_counts, train_rows = read.candidates | "SplitPerClass" >> SplitPerClass(
-        quota, opts.seed, opts.output_shards, opts.raster, analyze)
+    shards, class_names, selected_counts, train_rows = (
+        (read.candidates, read[COUNTS])
+        | "SplitPerClass" >> SplitPerClass(quota, opts.seed, opts.output_shards, opts.raster, analyze))
     shards | "WriteShards" >> WriteShards(opts.output, quota, opts.output_shards)
     class_names | "WriteClassFile" >> WriteClassFile(opts.output)
     read[REJECTS] | "WriteRejects" >> WriteRejects(opts.output)

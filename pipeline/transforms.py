@@ -178,29 +178,36 @@ def _keep_lowest(word: str, blobs, n: int = 0) -> tuple:
     return word, split_lib.keep_lowest(_unblob(blobs), n)
 
 
+def _classes_with_drawings(counts: dict) -> list[str]:
+    return [word for (word, field), n in counts.items() if field == stats_lib.VALID and n]
+
+
 class SplitPerClass(beam.PTransform):
-    """Candidates -> per-class train/eval/test selection, encoded as
-    ``((split, shard), blob of [(order, rank, example bytes)])``; tagged outputs: the
-    class list, selected counts and training rows for tf.Transform."""
+    """(candidates, read counts) -> per-class train/eval/test selection, encoded
+    as ``((split, shard), blob of [(order, rank, example bytes)])``; also the
+    sorted class list, selected counts and training rows for tf.Transform.
+
+    The class list comes from the small counts rather than from the selection,
+    so that selecting and encoding run as one stage over the candidates."""
 
     def __init__(self, quota: split_lib.Quota, seed: int, shards: int, raster: bool, analyze: bool):
         super().__init__()
         self._quota = quota
         self._encode = _EncodeClass(quota, seed, shards, raster, analyze)
 
-    def expand(self, candidates):
-        ranked = (
+    def expand(self, inputs):
+        candidates, counts = inputs
+        classes = (
+            counts
+            | "ClassNames" >> beam.FlatMap(_classes_with_drawings)
+            | "AllClasses" >> beam.combiners.ToList()
+            | "Sort" >> beam.Map(lambda names: sorted(set(names))))
+        encoded = (
             candidates
             | "GroupByClass" >> beam.GroupByKey()
-            | "KeepLowestPerClass" >> beam.MapTuple(_keep_lowest, n=self._quota.total))
-        classes = (
-            ranked
-            | "ClassNames" >> beam.Keys()
-            | "AllClasses" >> beam.combiners.ToList()
-            | "Sort" >> beam.Map(sorted))
-        encoded = ranked | "Encode" >> beam.ParDo(
-            self._encode, beam.pvalue.AsSingleton(classes)).with_outputs(
-                COUNTS, TRAIN_ROWS, main="shards")
+            | "KeepLowestPerClass" >> beam.MapTuple(_keep_lowest, n=self._quota.total)
+            | "Encode" >> beam.ParDo(self._encode, beam.pvalue.AsSingleton(classes)).with_outputs(
+                COUNTS, TRAIN_ROWS, main="shards"))
         return encoded.shards, classes, encoded[COUNTS], encoded[TRAIN_ROWS]
 
 
