@@ -187,15 +187,8 @@ def _all_numbers(xs: list, ys: list) -> bool:
 
 
 def normalize(points: np.ndarray) -> np.ndarray:
-    """parse_line's preprocessing on validated points: bit-identical ink."""
-    ink = points.copy()
-    lower = np.min(ink[:, 0:2], axis=0)
-    upper = np.max(ink[:, 0:2], axis=0)
-    scale = upper - lower
-    scale[scale == 0] = 1
-    ink[:, 0:2] = (ink[:, 0:2] - lower) / scale
-    ink[1:, 0:2] -= ink[0:-1, 0:2]
-    return ink[1:, :]
+    """parse_line's preprocessing on one drawing's validated points."""
+    return normalize_many([points])[0]
 
 
 def normalize_many(points: list[np.ndarray]) -> list[np.ndarray]:
