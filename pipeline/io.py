@@ -15,9 +15,9 @@ def temp_path(path: str) -> str:
 
 
 def publish(tmp: str, path: str) -> None:
-    """Moves a finished temp file onto its final name, replacing an old one."""
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+    """Moves a finished temp file onto its final name. The rename replaces an
+    old file in one step (POSIX rename; an object store's copy over it), so
+    readers see the old file or the new one, never none."""
     FileSystems.rename([tmp], [path])
 
 

@@ -81,9 +81,6 @@ class Drawing(NamedTuple):
     points: np.ndarray  # float32 [n, 3]: x, y, 1.0 on the last point of a stroke
 
 
-_BOM = "\ufeff"
-
-
 def parse_drawing(line: str | bytes, max_points: int = 0, max_bytes: int = 0) -> Drawing:
     """Validates one ndjson line of either Quick, Draw! format.
 
@@ -172,7 +169,8 @@ def _only_numbers_follow_drawing(line: bytes) -> bool:
     and only number characters follow it, no coordinate can be a string,
     boolean or null."""
     at = line.rfind(b'"drawing"')
-    return at >= 0 and not line[at + 9:].translate(None, _NUMERIC_JSON)
+    tail = line[at + 9:]
+    return at >= 0 and tail.lstrip().startswith(b":") and not tail.translate(None, _NUMERIC_JSON)
 
 
 def _all_numbers(xs: list, ys: list) -> bool:

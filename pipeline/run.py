@@ -53,7 +53,8 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     patterns = [p.strip() for p in pattern.split(",") if p.strip()]
     expanded = []
     for p in patterns:
-        if not any(c in p for c in "*?[") and FileSystems.exists(p) and not p.endswith((".ndjson", ".gz", ".json")):
+        is_glob = any(c in p for c in "*?[")
+        if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
             base = p.rstrip("/")
             expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
         else:
@@ -68,10 +69,9 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     return files
 
 
-def build(p: beam.Pipeline, opts: QuickDrawOptions, files: list[str], classes, temp_dir: str):
+def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
+          classes, temp_dir: str):
     """Wires the composite transforms together."""
-    quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
-                            opts.test_observations_per_class)
     analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
     read = p | "ReadDrawings" >> ReadDrawings(
         files, opts.seed, quota.total, opts.max_points, opts.max_bytes, opts.recognized_only, classes)
@@ -89,8 +89,7 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, files: list[str], classes, t
 
 def remove_stale_outputs(output: str, quota: split_lib.Quota, shards: int) -> None:
     """Deletes shards left by an earlier run with another shard count or split."""
-    keep = {FileSystems.join(output, schema.shard_name(s, i, shards))
-            for s in schema.SPLITS if quota.counts[s] for i in range(shards)}
+    keep = {FileSystems.join(output, schema.shard_name(s, i, shards)) for s, i in quota.shard_keys(shards)}
     patterns = [FileSystems.join(output, schema.shard_pattern(s)) for s in schema.SPLITS]
     stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list if m.path not in keep]
     if stale:
@@ -117,7 +116,7 @@ def run(argv: list[str] | None = None) -> dict:
     temp_dir = FileSystems.join(opts.output, ".tmp-transform")
     logging.info("Reading %d files into %s", len(files), opts.output)
     with beam.Pipeline(options=options) as p:
-        build(p, opts, files, classes, temp_dir)
+        build(p, opts, quota, files, classes, temp_dir)
     remove_stale_outputs(opts.output, quota, opts.output_shards)
     if FileSystems.exists(temp_dir):
         FileSystems.delete([temp_dir])

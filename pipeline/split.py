@@ -27,8 +27,9 @@ def rank_key(seed: int, key_id: str, source: str, line: int, text: bytes) -> tup
 
 
 def shuffle_key(seed: int, rank: tuple) -> int:
-    """Position of a selected drawing in the output: mixes classes together."""
-    return seeded_hash(seed, b"shuffle", repr(rank).encode("utf-8"))
+    """Position of a selected drawing in the output: mixes classes together.
+    Derived from the drawing's identity alone, not from where its file lies."""
+    return seeded_hash(seed, b"shuffle", rank[0].to_bytes(8, "big"))
 
 
 class Quota:
@@ -39,6 +40,10 @@ class Quota:
             raise ValueError("observations per class must be >= 0")
         self.counts = {schema.TRAIN: train, schema.EVAL: eval_, schema.TEST: test}
         self.total = train + eval_ + test
+
+    def shard_keys(self, shards: int) -> list[tuple[str, int]]:
+        """(split, shard) of every output file: the splits asked for only."""
+        return [(s, i) for s in schema.SPLITS if self.counts[s] for i in range(shards)]
 
     def assign(self, ranked: list) -> list[tuple[str, object]]:
         """``ranked``: a class's selected drawings, lowest rank first."""

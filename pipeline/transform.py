@@ -8,13 +8,14 @@ raw drawings, so a serving model can accept the strokes a player draws.
 from __future__ import annotations
 
 import json
-import os
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 import tfrecord_schema as schema
+from pipeline.io import write_atomically
 
 CLASS_VOCABULARY = "class_vocabulary"
 NUM_LENGTH_BUCKETS = 16
@@ -153,7 +154,7 @@ class AnalyzeTrainingSplit(beam.PTransform):
     def expand(self, batches):
         import tensorflow_transform.beam as tft_beam
 
-        transform_dir = os.path.join(self._output_dir, schema.TRANSFORM_DIR)
+        transform_dir = FileSystems.join(self._output_dir, schema.TRANSFORM_DIR)
         with tft_beam.Context(temp_dir=self._temp_dir, force_tf_compat_v1=True):
             transform_fn = (
                 (batches, tensor_adapter_config())
@@ -161,12 +162,10 @@ class AnalyzeTrainingSplit(beam.PTransform):
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
         return written | "WriteLengthStats" >> beam.Map(
             _write_length_stats, transform_dir,
-            os.path.join(self._output_dir, schema.LENGTH_STATS_FILE))
+            FileSystems.join(self._output_dir, schema.LENGTH_STATS_FILE))
 
 
 def _write_length_stats(_, transform_dir: str, path: str) -> dict:
-    from pipeline.io import write_atomically
-
     stats = length_stats(transform_dir)
     write_atomically(path, json.dumps(stats, indent=1).encode("utf-8"))
     return stats

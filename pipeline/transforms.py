@@ -6,6 +6,7 @@ import logging
 import pickle
 
 import apache_beam as beam
+import numpy as np
 import orjson
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.metrics import Metrics
@@ -16,6 +17,8 @@ from pipeline import stats as stats_lib
 from pipeline.example import drawing_example
 from pipeline.io import write_atomically, write_tfrecords
 from pipeline.parse import Drawing, Reject, normalize_many, parse_drawing
+from pipeline.raster import rasterize
+from pipeline.transform import to_record_batch
 
 REJECTS, COUNTS, TRAIN_ROWS = "rejects", "counts", "train_rows"
 _NAMESPACE = "quickdraw"
@@ -100,7 +103,6 @@ def _pack(d: Drawing) -> tuple:
 
 
 def _unpack(t: tuple) -> Drawing:
-    import numpy as np
     return Drawing(*t[:5], points=np.frombuffer(t[5], dtype=np.float32).reshape(-1, 3))
 
 
@@ -151,7 +153,6 @@ class _EncodeClass(beam.DoFn):
             counts[(word, stats_lib.SELECTED + split)] += 1
             img = None
             if self._raster:
-                from pipeline.raster import rasterize
                 img = rasterize(_strokes(d.points))
             record = drawing_example(ink, class_index, d.word, d.key_id,
                                      d.countrycode, d.recognized, d.timestamp, img)
@@ -163,13 +164,11 @@ class _EncodeClass(beam.DoFn):
             yield key, _blob(records)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
         if train_rows:
-            from pipeline.transform import to_record_batch
             yield beam.pvalue.TaggedOutput(TRAIN_ROWS, to_record_batch(train_rows))
 
 
 def _strokes(points):
     """Absolute points -> list of (x, y) arrays, one per stroke."""
-    import numpy as np
     ends = np.flatnonzero(points[:, 2]) + 1
     return [(s[:, 0], s[:, 1]) for s in np.split(points, ends[:-1])]
 
@@ -218,7 +217,7 @@ class WriteShards(beam.PTransform):
     def __init__(self, output: str, quota: split_lib.Quota, shards: int):
         super().__init__()
         self._output = output
-        self._keys = [(s, i) for s in schema.SPLITS if quota.counts[s] for i in range(shards)]
+        self._keys = quota.shard_keys(shards)
         self._shards = shards
 
     def expand(self, keyed):
