@@ -20,7 +20,7 @@ import tfrecord_schema as schema
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions
-from pipeline.transform import AnalyzeTrainingSplit
+from pipeline.tft_analysis import AnalyzeTrainingSplit
 from pipeline.transforms import (COUNTS, REJECTS, ReadDrawings, SplitPerClass, WriteClassFile,
                                  WriteRejects, WriteShards, WriteStats)
 

@@ -15,10 +15,10 @@ import tfrecord_schema as schema
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.example import drawing_example
-from pipeline.io import write_atomically, write_tfrecords
+from pipeline.atomic_files import write_atomically, write_tfrecords
 from pipeline.parse import Drawing, Reject, normalize_many, parse_drawing
 from pipeline.raster import rasterize
-from pipeline.transform import to_record_batch
+from pipeline.tft_analysis import to_record_batch
 
 REJECTS, COUNTS, TRAIN_ROWS = "rejects", "counts", "train_rows"
 _NAMESPACE = "quickdraw"

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLED_SAMPLE = REPO / "data" / "sample"
-SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"
+from sample_paths import BUNDLED_SAMPLE, SHARED_SAMPLE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

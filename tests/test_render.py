@@ -17,10 +17,8 @@ from pipeline.parse import parse_line
 from pipeline.render import (Candidate, ink_to_strokes, is_ndjson, main, pick,
                              read_ndjson, read_tfrecords)
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample"
-SHARED_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data"
-                 / "quickdraw_simplified_sample")
+from sample_paths import BUNDLED_SAMPLE as SAMPLE
+from sample_paths import REPO, SHARED_SAMPLE
 
 
 def sample_lines(limit_per_class: int = 25) -> list[str]:

@@ -12,9 +12,7 @@ import tensorflow as tf
 import tfrecord_schema as schema
 from pipeline.parse import parse_line
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLED_SAMPLE = REPO / "data" / "sample"
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickdraw_simplified_sample"
+from sample_paths import BUNDLED_SAMPLE, REPO, SHARED_SAMPLE
 
 # Tiny model for tests of the mechanics: seconds per hundred steps on a CPU.
 TINY_MODEL = ["--num_layers=1", "--num_nodes=16", "--num_conv=8,8", "--conv_len=3,3"]

@@ -1,9 +1,7 @@
 """Entry point of the Dataflow Flex Template.
 
 The template launcher runs this file as a script with the template's
-parameters as ``--name=value`` flags. It lives outside ``pipeline/`` because a
-script's own directory goes first on ``sys.path``, where ``pipeline/io.py``
-would shadow the standard library's ``io``.
+parameters as ``--name=value`` flags.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 import tfrecord_schema as schema
-from pipeline.io import write_atomically
+from pipeline.atomic_files import write_atomically
 
 CLASS_VOCABULARY = "class_vocabulary"
 NUM_LENGTH_BUCKETS = 16
