@@ -25,7 +25,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*",
                                                "trainer", "trainer.*",
                                                "deploy", "deploy.*"]),
-    py_modules=["tfrecord_schema"],
+    py_modules=["tfrecord_schema", "dataset_manifest"],
     include_package_data=True,
     install_requires=REQUIRED,
     entry_points={

@@ -41,6 +41,7 @@ LENGTH_STATS_FILE = "ink_length_stats.json"
 REJECTS_PREFIX = "rejects"
 REJECTS_SUFFIX = ".ndjson"
 TRANSFORM_DIR = "transform_output"
+MANIFEST_FILE = "manifest.json"   # written last: see dataset_manifest.py
 
 # Raw-drawing features fed to tf.Transform and taken by the serving signature.
 RAW_X = "x"                  # float list: absolute x of every point
