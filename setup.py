@@ -1,20 +1,28 @@
 """Installs the pipeline, trainer and deploy packages and their commands.
 
-Dataflow workers install the project from this file (``--setup_file=./setup.py``).
+Dataflow workers install the project from this file (``--setup_file=./setup.py``);
+the versions come from requirements.txt, which travels with it (MANIFEST.in).
 """
+import pathlib
+import re
+
 import setuptools
 
-REQUIRED = [
-    "tensorflow==2.21.0",
-    "tensorflow-transform==1.21.0",
-    "tfx-bsl==1.21.0",
-    "apache-beam[gcp]==2.77.0",
-    "numpy==2.4.6",
-    "orjson==3.13.0",
-    "pillow==12.3.0",
-    "google-crc32c==1.9.0",
-    "pyyaml>=6.0",
-]
+HERE = pathlib.Path(__file__).resolve().parent
+# Needed only to run the tests; everything else in requirements.txt is installed.
+TEST_ONLY = {"pytest", "hypothesis"}
+
+
+def requirements() -> list[str]:
+    """The pins of requirements.txt, the one place where versions are set."""
+    out = []
+    for line in (HERE / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        name = re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0].lower()
+        if line and name not in TEST_ONLY:
+            out.append(line)
+    return out
+
 
 setuptools.setup(
     name="quickdraw-pipeline",
@@ -27,7 +35,7 @@ setuptools.setup(
                                                "deploy", "deploy.*"]),
     py_modules=["tfrecord_schema", "dataset_manifest"],
     include_package_data=True,
-    install_requires=REQUIRED,
+    install_requires=requirements(),
     entry_points={
         "console_scripts": [
             "quickdraw-pipeline=pipeline.run:main",
