@@ -4,11 +4,16 @@ Batches are right-padded. Instead of masking every LSTM step, the forward
 LSTM simply runs over the padding (a forward LSTM's outputs at valid steps
 never depend on later steps) and the backward LSTM runs forward over each
 drawing reversed within its own length (``tf.reverse_sequence``), which keeps
-padding at the end again. Beyond that, the lengths only zero the padding
-between conv layers and select the steps the final sum adds up. This is
-what the tutorial's ``stack_bidirectional_dynamic_rnn`` computed, it needs no
-per-step masking, and with no mask Keras runs its LSTMs on the cuDNN kernel
-on a GPU.
+padding at the end again. Beyond that, the lengths zero the padding after
+each batch norm and each conv layer, restrict batch norm's statistics to the
+real steps, and select the steps the final sum adds up. This is what the
+tutorial's ``stack_bidirectional_dynamic_rnn`` computed, it needs no per-step
+masking, and with no mask Keras runs its LSTMs on the cuDNN kernel on a GPU.
+
+Dropout follows the tutorial (training only): before every conv layer but
+the first, and between the bidirectional LSTM layers, as its ``CudnnLSTM``
+path applies it. (Its ``BasicLSTMCell`` path wraps the cells in a
+``DropoutWrapper`` left at keep probability 1.0, which drops nothing.)
 """
 from __future__ import annotations
 
@@ -20,7 +25,10 @@ import tensorflow as tf
 import tfrecord_schema as schema
 from trainer.data import LENGTHS
 
-CELL_TYPES = ("lstm", "cudnn_lstm")
+# block_lstm was the tutorial's fused LSTMBlockCell: the same LSTM equations in
+# one kernel. Keras' LSTM is that fused kernel on a GPU (cuDNN) and on a CPU, so
+# block_lstm runs exactly as lstm does.
+CELL_TYPES = ("lstm", "block_lstm", "cudnn_lstm")
 
 
 @dataclasses.dataclass
@@ -86,6 +94,8 @@ class SketchClassifier(keras.Model):
                       for i in range(len(config.num_conv))] if config.batch_norm else []
         self.dropouts = [keras.layers.Dropout(config.dropout, name="dropout_%d" % i)
                          for i in range(len(config.num_conv))]
+        self.rnn_dropouts = [keras.layers.Dropout(config.dropout, name="rnn_dropout_%d" % i)
+                             for i in range(config.num_layers - 1)]
         self.convs = [keras.layers.Conv1D(filters, width, padding="same", activation=None,
                                           dtype=policy, name="conv1d_%d" % i)
                       for i, (filters, width) in enumerate(zip(config.num_conv, config.conv_len))]
@@ -115,16 +125,24 @@ class SketchClassifier(keras.Model):
     def call(self, inputs, training=False):
         x = tf.cast(inputs[schema.INK], self.compute_dtype)
         lengths = tf.cast(inputs[LENGTHS], tf.int32)
-        valid = tf.sequence_mask(lengths, tf.shape(x)[1], dtype=self.compute_dtype)[..., None]
+        mask = tf.sequence_mask(lengths, tf.shape(x)[1])
+        valid = tf.cast(mask, self.compute_dtype)[..., None]
+        x = x * valid
         for i, conv in enumerate(self.convs):
             if self.norms:
-                x = self.norms[i](x, training=training)
+                # Statistics over the real steps only; batch norm maps the
+                # padding's zeros to beta - mean * gamma / sigma, so it is
+                # zeroed again before the convolution reads it.
+                x = tf.cast(self.norms[i](x, training=training, mask=mask),
+                            self.compute_dtype) * valid
             if i > 0 and self.config.dropout:
                 x = self.dropouts[i](x, training=training)
             # Zeroing the padding keeps the next convolution's window from
             # seeing it, so a drawing's logits do not depend on its batch.
             x = conv(x) * valid
-        for rnn in self.rnns:
+        for i, rnn in enumerate(self.rnns):
+            if i > 0 and self.config.dropout:
+                x = self.rnn_dropouts[i - 1](x, training=training)
             x = rnn(x, lengths)
         summed = tf.reduce_sum(tf.cast(x, tf.float32) * tf.cast(valid, tf.float32), axis=1)
         return self.logits(summed)

@@ -58,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="kernel width of each conv1d layer")
     model.add_argument("--cell_type", choices=CELL_TYPES, default="lstm",
                        help="lstm: Keras LSTM (cuDNN kernel on a GPU by itself); "
+                            "block_lstm: the tutorial's fused cell, run as lstm; "
                             "cudnn_lstm: insist on cuDNN")
     model.add_argument("--batch_norm", type=boolean, nargs="?", const=True, default=False,
                        help="batch normalisation before each conv layer")
     model.add_argument("--dropout", type=float, default=0.3,
-                       help="dropout before every conv layer but the first")
+                       help="dropout rate (training only) before every conv layer but the "
+                            "first and between the bidirectional LSTM layers")
     train = p.add_argument_group("training")
     train.add_argument("--steps", type=int, default=100000, help="total training steps")
     train.add_argument("--batch_size", type=int, default=8, help="global batch size")
