@@ -21,9 +21,11 @@ from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions
 from pipeline.tft_analysis import AnalyzeTrainingSplit
-from pipeline.transforms import (COUNTS, REJECTS, ReadDrawings, SplitPerClass, WriteClassFile,
-                                 WriteRejects, WriteShards, WriteStats)
+from pipeline import sources
+from pipeline.transforms import (COUNTS, LINES, REJECTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
+                                 RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards, WriteStats)
 
+WORK_DIR = ".tmp-work"  # the workers' spill and run files, removed at the end
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample")
 
 
@@ -71,16 +73,22 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
 
 def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
           classes, temp_dir: str):
-    """Wires the composite transforms together."""
+    """Wires the composite transforms together (see ``pipeline.transforms``)."""
     analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
+    work_dir = FileSystems.join(opts.output, WORK_DIR)
+    units = sources.plan_units(files, sources.file_sizes(files))
     read = p | "ReadDrawings" >> ReadDrawings(
-        files, opts.seed, quota.total, opts.max_points, opts.max_bytes, opts.recognized_only, classes)
-    shards, class_names, selected_counts, train_rows = (
-        (read.candidates, read[COUNTS])
-        | "SplitPerClass" >> SplitPerClass(quota, opts.seed, opts.output_shards, opts.raster, analyze))
-    shards | "WriteShards" >> WriteShards(opts.output, quota, opts.output_shards)
+        units, work_dir, opts.seed, quota.total, opts.max_points, opts.max_bytes,
+        opts.recognized_only, classes)
+    plans, selected_counts = read.ranks | "PlanClasses" >> PlanClasses(quota)
+    sections, class_names, duplicates, train_rows = (
+        (read[SPILLS], plans)
+        | "EncodeSpills" >> EncodeSpills(work_dir, opts.seed, opts.output_shards, opts.raster, analyze))
+    written = sections | "WriteShards" >> WriteShards(opts.output, work_dir, quota, opts.output_shards)
+    written | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir)
     class_names | "WriteClassFile" >> WriteClassFile(opts.output)
-    read[REJECTS] | "WriteRejects" >> WriteRejects(opts.output)
+    ((read[REJECTS], duplicates) | "AllRejects" >> beam.Flatten(), read[LINES]) | "WriteRejects" >> WriteRejects(
+        opts.output, files)
     ((read[COUNTS], selected_counts) | "AllCounts" >> beam.Flatten()
      | "WriteStats" >> WriteStats(opts.output))
     if analyze:

@@ -4,11 +4,19 @@ Every drawing gets a rank from a seeded hash of its ``key_id``; each class
 keeps its lowest-ranked drawings, so the selection is a uniform sample that
 does not depend on file order, runner or parallelism, and needs memory for the
 selected drawings only. The lowest ranks go to train, then eval, then test.
+
+Copies of a drawing (equal ``key_id``s within a class) have equal ranks: the
+first copy counts, the others are dropped and counted as duplicates. Copies
+are only looked for among the drawings a class selects; a copy of a drawing
+that is not selected counts as unselected, like its original. The same
+``key_id`` under two different classes is two drawings, one in each class
+(the dataset's key_ids are unique across classes; the validator rejects a
+line whose word is not its file's class).
 """
 from __future__ import annotations
 
 import hashlib
-import heapq
+from typing import NamedTuple
 
 import tfrecord_schema as schema
 
@@ -19,11 +27,18 @@ def seeded_hash(seed: int, salt: bytes, key: bytes) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def rank_key(seed: int, key_id: str, source: str, line: int, text: bytes) -> tuple:
-    """Sort key of a drawing within its class. Ties (equal key_ids) are broken
-    by where the line came from, so the order is total."""
+def rank_key(seed: int, key_id: str, source: int, offset: int, text: bytes) -> tuple:
+    """Sort key of a drawing within its class: ``(hash, key_id, file, offset)``.
+    The first two are the drawing's identity (copies of a drawing share them);
+    the rest, the file's index in the sorted input list and the line's byte
+    offset, order the copies, so the order is total."""
     identity = key_id.encode("utf-8") if key_id else text
-    return (seeded_hash(seed, b"rank", identity), key_id, source, line)
+    return (seeded_hash(seed, b"rank", identity), key_id, source, offset)
+
+
+def identity(rank: tuple) -> tuple:
+    """What copies of one drawing have in common."""
+    return rank[:2]
 
 
 def shuffle_key(seed: int, rank: tuple) -> int:
@@ -45,19 +60,66 @@ class Quota:
         """(split, shard) of every output file: the splits asked for only."""
         return [(s, i) for s in schema.SPLITS if self.counts[s] for i in range(shards)]
 
-    def assign(self, ranked: list) -> list[tuple[str, object]]:
-        """``ranked``: a class's selected drawings, lowest rank first."""
-        out = []
-        start = 0
-        for split in schema.SPLITS:
-            n = self.counts[split]
-            out += [(split, item) for item in ranked[start:start + n]]
-            start += n
-        return out
+
+class ClassPlan(NamedTuple):
+    """What one class writes: the last rank of each split that got drawings
+    (in split order) and the ranks of the extra copies, which are dropped."""
+    cuts: tuple
+    dropped: frozenset
+    selected: dict
+    duplicates: int
 
 
-def keep_lowest(candidates: list, n: int) -> list:
-    """The ``n`` lowest-ranked candidates (tuples led by their rank), sorted."""
-    if len(candidates) <= n:
-        return sorted(candidates)
-    return heapq.nsmallest(n, candidates)
+def plan_class(ranks: list, quota: Quota) -> ClassPlan:
+    """``ranks``: the class's candidates, sorted, with every copy of each.
+    The first copy of a drawing (lowest file, then offset) is the one kept."""
+    kept: list = []
+    dropped: list = []
+    last = None
+    for rank in ranks:
+        ident = identity(rank)
+        if ident == last:
+            dropped.append(rank)
+            continue
+        if len(kept) == quota.total:
+            break
+        kept.append(rank)
+        last = ident
+    cuts = []
+    selected = {}
+    start = 0
+    for split in schema.SPLITS:
+        n = min(quota.counts[split], len(kept) - start)
+        selected[split] = n
+        if n:
+            cuts.append((split, kept[start + n - 1]))
+        start += n
+    return ClassPlan(tuple(cuts), frozenset(dropped), selected, len(dropped))
+
+
+def split_of(rank: tuple, plan: ClassPlan) -> str | None:
+    """The split a candidate goes to, None if it is not written."""
+    if rank in plan.dropped:
+        return None
+    for split, last in plan.cuts:
+        if rank <= last:
+            return split
+    return None
+
+
+def keep_lowest(candidates: list, n: int, ranked: bool = False) -> list:
+    """The candidates (tuples led by their rank; ``ranked``: ranks themselves)
+    of the ``n`` lowest-ranked drawings with every copy of them, sorted.
+    Copies stay until the whole class is seen: only then is it known which
+    copy comes first."""
+    candidates = sorted(candidates)
+    distinct = 0
+    last = None
+    for i, item in enumerate(candidates):
+        ident = identity(item if ranked else item[0])
+        if ident != last:
+            distinct += 1
+            if distinct > n:
+                return candidates[:i]
+            last = ident
+    return candidates

@@ -3,6 +3,10 @@
 Workers emit partial counts keyed by ``(class name or None, field)``; they are
 summed once and turned into ``stats.json``. A line rejected before its class
 is known has the class ``None`` and counts in the totals only.
+
+``damaged_files`` names each input file that could not be read to its end,
+with the reason (see ``pipeline.sources``); the lines read from it before the
+damage are counted like any other.
 """
 from __future__ import annotations
 
@@ -16,6 +20,14 @@ import tfrecord_schema as schema
 READ, FILTERED, VALID = "read", "filtered", "valid"
 REJECTED = "rejected:"
 SELECTED = "selected:"
+DAMAGED = "damaged:"
+# Extra copies of a selected drawing: a reject reason of their own.
+DUPLICATE = "duplicate"
+
+
+def damaged_field(reason: str, path: str) -> str:
+    """The count field of a damaged file (counted under the class None)."""
+    return DAMAGED + reason + ":" + path
 
 
 class SumCounts(beam.CombineFn):
@@ -48,7 +60,12 @@ def build_stats(counts: dict) -> dict:
     classes: dict[str, dict] = {}
     totals = _empty()
     valid: collections.Counter = collections.Counter()
+    damaged: dict[str, str] = {}
     for (word, field), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        if field.startswith(DAMAGED):
+            reason, path = field[len(DAMAGED):].split(":", 1)
+            damaged.setdefault(path, reason)
+            continue
         targets = [totals] if word is None else [totals, classes.setdefault(word, _empty())]
         for c in targets:
             if field == READ:
@@ -65,13 +82,14 @@ def build_stats(counts: dict) -> dict:
         if field == VALID:
             valid[word] += n
     for word, c in classes.items():
-        c["unselected"] = valid[word] - sum(c["selected"].values())
+        c["unselected"] = valid[word] - sum(c["selected"].values()) - c["rejected"].get(DUPLICATE, 0)
     totals["unselected"] = sum(c["unselected"] for c in classes.values())
     for name, c in [("totals", totals)] + sorted(classes.items()):
         rest = sum(c["selected"].values()) + c["unselected"] + c["filtered"] + sum(c["rejected"].values())
         if rest != c["read"]:
             raise AssertionError("counts of %r do not add up: read %d, accounted %d" % (name, c["read"], rest))
-    return {"totals": totals, "classes": dict(sorted(classes.items()))}
+    return {"totals": totals, "classes": dict(sorted(classes.items())),
+            "damaged_files": dict(sorted(damaged.items()))}
 
 
 def short_classes(stats: dict, wanted: int) -> list[str]:
@@ -91,6 +109,12 @@ def summary(stats: dict, output: str, wanted: int) -> str:
     ]
     for reason, n in sorted(t["rejected"].items()):
         lines.append("    rejected %-24s %d" % (reason, n))
+    damaged = stats.get("damaged_files", {})
+    if damaged:
+        lines.append("  %d damaged input files, read up to the damage (see stats.json):" % len(damaged))
+        lines += ["    %s: %s" % (path, reason) for path, reason in list(damaged.items())[:20]]
+        if len(damaged) > 20:
+            lines.append("    ...")
     if short:
         lines.append("  %d classes had fewer drawings than asked for (see stats.json): %s" % (
             len(short), ", ".join(short[:10]) + (" ..." if len(short) > 10 else "")))

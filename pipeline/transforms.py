@@ -1,9 +1,28 @@
-"""The Beam graph's building blocks, as named composite transforms."""
+"""The Beam graph's building blocks, as named composite transforms.
+
+Only small metadata crosses stage boundaries; the drawings themselves go
+through files that the workers write under a temporary folder of the output
+(any Beam filesystem), so a runner never holds a split in memory and a worker
+holds at most one unit of input:
+
+1. ``ReadDrawings``: per unit of input (files or byte ranges of about equal
+   size), validate every line, keep each class's lowest-ranked candidates,
+   spill them to a file; emit their ranks, the spill's path and the counts.
+2. ``PlanClasses``: per class, combine the ranks into the last rank of each
+   split (and the copies to drop): a small side input.
+3. ``EncodeSpills``: per spill, select by the plan, encode the Examples and
+   write one run file sorted by (split, shard, shuffle order); emit where each
+   (split, shard) section of it lies.
+4. ``WriteShards``: per (split, shard), a streaming merge of its sections
+   into the final shard, written atomically; then the temporary files go.
+"""
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import pickle
+import struct
 
 import apache_beam as beam
 import numpy as np
@@ -12,159 +31,255 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.metrics import Metrics
 
 import tfrecord_schema as schema
+from pipeline import sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
+from pipeline.atomic_files import publish, temp_path, tfrecord_frame, write_atomically
 from pipeline.example import drawing_example
-from pipeline.atomic_files import write_atomically, write_tfrecords
-from pipeline.parse import Drawing, Reject, normalize_many, parse_drawing
+from pipeline.parse import Reject, normalize_many, parse_drawing
 from pipeline.raster import rasterize
 from pipeline.tft_analysis import to_record_batch
 
-REJECTS, COUNTS, TRAIN_ROWS = "rejects", "counts", "train_rows"
+REJECTS, COUNTS, TRAIN_ROWS, SPILLS, LINES = "rejects", "counts", "train_rows", "spills", "lines"
 _NAMESPACE = "quickdraw"
 _MAX_REJECT_TEXT = 100_000
+_BATCH_ROWS = 8192
+# Sections merged at once: each open file holds a read buffer (16 MB on gs://).
+FAN_IN = 32
+_FRAME = struct.Struct(">QI")  # shuffle order, record length
 
 
-def _lines(path: str):
-    """(line number, bytes) of a plain or gzip file on any Beam filesystem."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
-        number = 0
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            number += 1
-            yield number, line
+def _blob(items) -> bytes:
+    """Lists cross stage boundaries as one pickled blob: the runner then moves
+    bytes instead of decoding and re-encoding every element."""
+    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _ParseFile(beam.DoFn):
-    """Parses every line of one file; keeps each class's best-ranked candidates."""
+# --- 1. Reading ---------------------------------------------------------------
 
-    def __init__(self, seed, wanted, max_points, max_bytes, recognized_only, classes):
+class _ReadUnit(beam.DoFn):
+    """One unit of input -> the kept candidates of each class in a spill file."""
+
+    def __init__(self, work_dir: str, seed: int, wanted: int, max_points: int, max_bytes: int,
+                 recognized_only: bool, classes):
+        self._work_dir = work_dir
         self._seed = seed
         self._wanted = wanted
         self._max_points = max_points
         self._max_bytes = max_bytes
         self._recognized_only = recognized_only
         self._classes = frozenset(classes) if classes else None
+
+    def setup(self):
         self._read = Metrics.counter(_NAMESPACE, "lines_read")
         self._valid = Metrics.counter(_NAMESPACE, "drawings_valid")
         self._filtered = Metrics.counter(_NAMESPACE, "drawings_filtered")
 
-    def process(self, path):
+    def process(self, element):
+        number, ranges = element
         counts = collections.Counter()
         candidates = collections.defaultdict(list)
         prune_at = 2 * self._wanted + 1000
-        for number, line in _lines(path):
-            self._read.inc()
+        for r in ranges:
+            lines = 0
             try:
-                drawing = parse_drawing(line, self._max_points, self._max_bytes)
-            except Reject as reject:
-                counts[(reject.word, stats_lib.READ)] += 1
-                counts[(reject.word, stats_lib.REJECTED + reject.reason)] += 1
-                Metrics.counter(_NAMESPACE, "rejected_" + reject.reason).inc()
-                yield beam.pvalue.TaggedOutput(REJECTS, _reject_record(path, number, reject, line))
-                continue
-            word = drawing.word
-            counts[(word, stats_lib.READ)] += 1
-            if (self._recognized_only and not drawing.recognized) or (
-                    self._classes is not None and word not in self._classes):
-                counts[(word, stats_lib.FILTERED)] += 1
-                self._filtered.inc()
-                continue
-            counts[(word, stats_lib.VALID)] += 1
-            self._valid.inc()
-            rank = split_lib.rank_key(self._seed, drawing.key_id, path, number, line)
-            bucket = candidates[word]
-            bucket.append((rank, _pack(drawing)))
-            if len(bucket) >= prune_at:
-                candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
-        for word, bucket in candidates.items():
-            yield word, _blob(split_lib.keep_lowest(bucket, self._wanted))
+                for offset, line in sources.read_lines(r, self._max_bytes):
+                    lines += 1
+                    self._read.inc()
+                    try:
+                        d = parse_drawing(line, self._max_points, self._max_bytes)
+                    except Reject as reject:
+                        counts[(reject.word, stats_lib.READ)] += 1
+                        counts[(reject.word, stats_lib.REJECTED + reject.reason)] += 1
+                        yield beam.pvalue.TaggedOutput(REJECTS, _reject(r, lines, reject.reason, line))
+                        continue
+                    word = d.word
+                    counts[(word, stats_lib.READ)] += 1
+                    if (self._recognized_only and not d.recognized) or (
+                            self._classes is not None and word not in self._classes):
+                        counts[(word, stats_lib.FILTERED)] += 1
+                        self._filtered.inc()
+                        continue
+                    counts[(word, stats_lib.VALID)] += 1
+                    self._valid.inc()
+                    rank = split_lib.rank_key(self._seed, d.key_id, r.file, offset, line)
+                    bucket = candidates[word]
+                    bucket.append((rank, d.key_id, d.countrycode, d.recognized, d.timestamp,
+                                   d.points.tobytes(), r.start, lines))
+                    if len(bucket) >= prune_at:
+                        candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
+            except sources.Damage as damage:
+                logging.warning("Damaged input %s (%s): read %d lines before the damage",
+                                r.path, damage.detail, lines)
+                counts[(None, stats_lib.damaged_field(damage.reason, r.path))] += 1
+            yield beam.pvalue.TaggedOutput(LINES, ((r.path, r.start), lines))
+        kept = {word: split_lib.keep_lowest(bucket, self._wanted) for word, bucket in candidates.items()}
+        if kept:
+            path = FileSystems.join(self._work_dir, "spill-%06d" % number)
+            _write_file(path, _blob(sorted(kept.items())))
+            yield beam.pvalue.TaggedOutput(SPILLS, (number, path))
+            for word, items in kept.items():
+                yield word, _blob([item[0] for item in items])
         lines = sum(n for (_, f), n in counts.items() if f == stats_lib.READ)
-        rejected = sum(n for (_, f), n in counts.items() if f.startswith(stats_lib.REJECTED))
-        logging.info("Read %s: %d lines, %d rejected", path, lines, rejected)
+        logging.info("Read unit %d (%s): %d lines", number, ", ".join(sorted({r.path for r in ranges})), lines)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
 
 
-def _blob(items: list) -> bytes:
-    """Lists cross stage boundaries as one pickled blob: the runner then moves
-    bytes instead of decoding and re-encoding every drawing."""
-    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+def _write_file(path: str, data: bytes) -> None:
+    """Temp name + rename: a retried bundle rewrites the same content."""
+    write_atomically(path, data)
 
 
-def _unblob(blobs) -> list:
-    return [item for blob in blobs for item in pickle.loads(blob)]
-
-
-def _pack(d: Drawing) -> tuple:
-    """A Drawing as a tuple of primitives, which Beam encodes without pickling."""
-    return d.word, d.key_id, d.countrycode, d.recognized, d.timestamp, d.points.tobytes()
-
-
-def _unpack(t: tuple) -> Drawing:
-    return Drawing(*t[:5], points=np.frombuffer(t[5], dtype=np.float32).reshape(-1, 3))
-
-
-def _reject_record(path: str, number: int, reject: Reject, line: bytes) -> str:
+def _reject(r: sources.Range, local_line: int, reason: str, line: bytes, **extra) -> tuple:
+    """A reject keyed by where its line number is resolved: lines of a range
+    are counted from the range's start (see ``WriteRejects``)."""
     text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    record = {"file": path, "line": number, "reason": reject.reason, "text": text[:_MAX_REJECT_TEXT]}
+    record = {"file": r.path, "reason": reason, "text": text[:_MAX_REJECT_TEXT], **extra}
     if len(text) > _MAX_REJECT_TEXT:
         record["truncated"] = True
-    return orjson.dumps(record).decode("utf-8")
+    return (r.path, r.start, local_line), record
 
 
 class ReadDrawings(beam.PTransform):
-    """Input files -> ``(class, blob of [(rank, drawing), ...])`` candidates, plus the
-    rejects (ndjson lines) and partial counts as tagged outputs."""
+    """Units of input -> ``(class, blob of kept ranks)``; tagged outputs: the
+    spill files ``(unit, path)``, rejects, partial counts and the number of
+    lines of each range."""
 
-    def __init__(self, files: list[str], seed: int, wanted: int, max_points: int,
+    def __init__(self, units: list, work_dir: str, seed: int, wanted: int, max_points: int,
                  max_bytes: int, recognized_only: bool, classes: list[str] | None):
         super().__init__()
-        self._files = files
-        self._parse = _ParseFile(seed, wanted, max_points, max_bytes, recognized_only, classes)
+        self._units = list(enumerate(units))
+        self._read = _ReadUnit(work_dir, seed, wanted, max_points, max_bytes, recognized_only, classes)
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "Files" >> beam.Create(self._files)
-            | "Parse" >> beam.ParDo(self._parse).with_outputs(REJECTS, COUNTS, main="candidates"))
+            | "Units" >> beam.Create(self._units)
+            | "Read" >> beam.ParDo(self._read).with_outputs(REJECTS, COUNTS, SPILLS, LINES, main="ranks"))
 
 
-class _EncodeClass(beam.DoFn):
-    """One class's selection -> encoded examples grouped by output shard."""
+# --- 2. Planning --------------------------------------------------------------
 
-    def __init__(self, quota: split_lib.Quota, seed: int, shards: int, raster: bool, analyze: bool):
+class _LowestRanks(beam.CombineFn):
+    """A class's ``wanted`` lowest-ranked drawings with their copies, sorted."""
+
+    def __init__(self, wanted: int):
+        self._wanted = wanted
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, blob):
+        return split_lib.keep_lowest(acc + pickle.loads(blob), self._wanted, ranked=True)
+
+    def merge_accumulators(self, accs):
+        merged = [rank for acc in accs for rank in acc]
+        return split_lib.keep_lowest(merged, self._wanted, ranked=True)
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _plan_counts(word: str, plan: split_lib.ClassPlan) -> dict:
+    counts = {(word, stats_lib.SELECTED + s): n for s, n in plan.selected.items()}
+    if plan.duplicates:
+        counts[(word, stats_lib.REJECTED + stats_lib.DUPLICATE)] = plan.duplicates
+    return counts
+
+
+class PlanClasses(beam.PTransform):
+    """Kept ranks -> one dict ``{class: ClassPlan}`` (a small side input), and
+    the selected and duplicate counts."""
+
+    def __init__(self, quota: split_lib.Quota):
+        super().__init__()
         self._quota = quota
+
+    def expand(self, ranks):
+        plans = (
+            ranks
+            | "LowestPerClass" >> beam.CombinePerKey(_LowestRanks(self._quota.total))
+            | "Plan" >> beam.MapTuple(lambda word, kept, q=self._quota: (word, split_lib.plan_class(kept, q))))
+        counts = plans | "Counts" >> beam.MapTuple(_plan_counts)
+        return plans | "ToDict" >> beam.combiners.ToDict(), counts
+
+
+# --- 3. Encoding ----------------------------------------------------------------
+
+class _EncodeSpill(beam.DoFn):
+    """One spill -> the selected drawings encoded into a run file, sorted by
+    (split, shard, shuffle order, bytes); emits each (split, shard) section."""
+
+    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool):
+        self._work_dir = work_dir
         self._seed = seed
         self._shards = shards
         self._raster = raster
         self._analyze = analyze
+        self._plans_id = None
+        self._index: dict = {}
 
-    def process(self, element, classes):
-        word, ranked = element
-        class_index = classes.index(word)
-        by_shard = collections.defaultdict(list)
-        counts = collections.Counter()
+    def process(self, element, plans):
+        number, spill = element
+        if self._plans_id != id(plans):
+            self._index = {word: i for i, word in enumerate(sorted(plans))}
+            self._plans_id = id(plans)
+        with FileSystems.open(spill, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            kept = pickle.loads(f.read())
+        records = []
         train_rows = []
-        assigned = [(split, rank, _unpack(packed)) for split, (rank, packed) in self._quota.assign(ranked)]
-        inks = normalize_many([d.points for _, _, d in assigned])
-        for (split, rank, d), ink in zip(assigned, inks):
-            counts[(word, stats_lib.SELECTED + split)] += 1
-            img = None
-            if self._raster:
-                img = rasterize(_strokes(d.points))
-            record = drawing_example(ink, class_index, d.word, d.key_id,
-                                     d.countrycode, d.recognized, d.timestamp, img)
-            order = split_lib.shuffle_key(self._seed, rank)
-            by_shard[(split, order % self._shards)].append((order, rank, record))
-            if split == schema.TRAIN and self._analyze:
-                train_rows.append((d.word, d.points))
-        for key, records in by_shard.items():
-            yield key, _blob(records)
-        yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
-        if train_rows:
-            yield beam.pvalue.TaggedOutput(TRAIN_ROWS, to_record_batch(train_rows))
+        for word, items in kept:
+            plan = plans[word]
+            class_index = self._index[word]
+            chosen = []
+            for item in items:
+                split = split_lib.split_of(item[0], plan)
+                if split is not None:
+                    chosen.append((split, item))
+                elif item[0] in plan.dropped:
+                    yield beam.pvalue.TaggedOutput(REJECTS, _duplicate(item))
+            points = [np.frombuffer(item[5], dtype=np.float32).reshape(-1, 3) for _, item in chosen]
+            inks = normalize_many(points)
+            for (split, item), p, ink in zip(chosen, points, inks):
+                rank, key_id, countrycode, recognized, timestamp = item[:5]
+                img = rasterize(_strokes(p)) if self._raster else None
+                record = drawing_example(ink, class_index, word, key_id, countrycode, recognized,
+                                         timestamp, img)
+                order = split_lib.shuffle_key(self._seed, rank)
+                records.append((schema.SPLITS.index(split), order % self._shards, order, record))
+                if split == schema.TRAIN and self._analyze:
+                    train_rows.append((word, p))
+        del kept
+        for start in range(0, len(train_rows), _BATCH_ROWS):
+            yield beam.pvalue.TaggedOutput(TRAIN_ROWS, to_record_batch(train_rows[start:start + _BATCH_ROWS]))
+        if not records:
+            return
+        records.sort()
+        path = FileSystems.join(self._work_dir, "run-%06d" % number)
+        sections = []
+        tmp = temp_path(path)
+        with FileSystems.create(tmp) as f:
+            written = 0
+            key, begin = None, 0
+            for split_index, shard, order, record in records:
+                if (split_index, shard) != key:
+                    if key is not None:
+                        sections.append((key, begin, written))
+                    key, begin = (split_index, shard), written
+                frame = _FRAME.pack(order, len(record)) + record
+                f.write(frame)
+                written += len(frame)
+            sections.append((key, begin, written))
+        publish(tmp, path)
+        for (split_index, shard), begin, end in sections:
+            yield (schema.SPLITS[split_index], shard), (path, begin, end)
+
+
+def _duplicate(item: tuple) -> tuple:
+    """The reject record of an extra copy of a selected drawing; its file is
+    named by its index in the input list."""
+    rank = item[0]
+    return (rank[2], item[6], item[7]), {"reason": stats_lib.DUPLICATE, "key_id": rank[1]}
 
 
 def _strokes(points):
@@ -173,67 +288,128 @@ def _strokes(points):
     return [(s[:, 0], s[:, 1]) for s in np.split(points, ends[:-1])]
 
 
-def _keep_lowest(word: str, blobs, n: int = 0) -> tuple:
-    return word, split_lib.keep_lowest(_unblob(blobs), n)
+class EncodeSpills(beam.PTransform):
+    """(spills, plans) -> ``((split, shard), (run file, start, end))`` sections,
+    plus the class list, rejects for dropped copies and training batches."""
 
-
-def _classes_with_drawings(counts: dict) -> list[str]:
-    return [word for (word, field), n in counts.items() if field == stats_lib.VALID and n]
-
-
-class SplitPerClass(beam.PTransform):
-    """(candidates, read counts) -> per-class train/eval/test selection, encoded
-    as ``((split, shard), blob of [(order, rank, example bytes)])``; also the
-    sorted class list, selected counts and training rows for tf.Transform.
-
-    The class list comes from the small counts rather than from the selection,
-    so that selecting and encoding run as one stage over the candidates."""
-
-    def __init__(self, quota: split_lib.Quota, seed: int, shards: int, raster: bool, analyze: bool):
+    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool):
         super().__init__()
-        self._quota = quota
-        self._encode = _EncodeClass(quota, seed, shards, raster, analyze)
+        self._encode = _EncodeSpill(work_dir, seed, shards, raster, analyze)
 
     def expand(self, inputs):
-        candidates, counts = inputs
-        classes = (
-            counts
-            | "ClassNames" >> beam.FlatMap(_classes_with_drawings)
-            | "AllClasses" >> beam.combiners.ToList()
-            | "Sort" >> beam.Map(lambda names: sorted(set(names))))
+        spills, plans = inputs
+        classes = plans | "ClassNames" >> beam.Map(sorted)
         encoded = (
-            candidates
-            | "GroupByClass" >> beam.GroupByKey()
-            | "KeepLowestPerClass" >> beam.MapTuple(_keep_lowest, n=self._quota.total)
-            | "Encode" >> beam.ParDo(self._encode, beam.pvalue.AsSingleton(classes)).with_outputs(
-                COUNTS, TRAIN_ROWS, main="shards"))
-        return encoded.shards, classes, encoded[COUNTS], encoded[TRAIN_ROWS]
+            spills
+            | "Spread" >> beam.Reshuffle()
+            | "Encode" >> beam.ParDo(self._encode, beam.pvalue.AsSingleton(plans)).with_outputs(
+                REJECTS, TRAIN_ROWS, main="sections"))
+        return encoded.sections, classes, encoded[REJECTS], encoded[TRAIN_ROWS]
+
+
+# --- 4. Writing ---------------------------------------------------------------
+
+def _read_section(path: str, start: int, end: int):
+    """(order, record) of a run file's section, read in bounded chunks."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(start)
+        left = end - start
+        buf = b""
+        pos = 0
+        while True:
+            if len(buf) - pos < _FRAME.size or len(buf) - pos < _FRAME.size + _FRAME.unpack_from(buf, pos)[1]:
+                if not left:
+                    break
+                chunk = f.read(min(left, 1 << 18))
+                if not chunk:
+                    raise IOError("%s ends before its section does" % path)
+                left -= len(chunk)
+                buf = buf[pos:] + chunk
+                pos = 0
+                continue
+            order, n = _FRAME.unpack_from(buf, pos)
+            pos += _FRAME.size
+            yield order, buf[pos:pos + n]
+            pos += n
+        if pos != len(buf):
+            raise IOError("%s: a section ends inside a record" % path)
+
+
+def _merged(sections: list):
+    return heapq.merge(*(_read_section(*s) for s in sections))
 
 
 class WriteShards(beam.PTransform):
     """Writes each (split, shard) as one TFRecord file, records in shuffled
     order, atomically; every expected shard exists even if empty."""
 
-    def __init__(self, output: str, quota: split_lib.Quota, shards: int):
+    def __init__(self, output: str, work_dir: str, quota: split_lib.Quota, shards: int):
         super().__init__()
         self._output = output
+        self._work_dir = work_dir
         self._keys = quota.shard_keys(shards)
         self._shards = shards
 
-    def expand(self, keyed):
-        empty = keyed.pipeline | "ExpectedShards" >> beam.Create([(k, _blob([])) for k in self._keys])
+    def expand(self, sections):
+        empty = sections.pipeline | "ExpectedShards" >> beam.Create([(k, None) for k in self._keys])
         return (
-            (keyed, empty)
+            (sections, empty)
             | "Merge" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.MapTuple(self._write))
 
-    def _write(self, key, blobs):
+    def _write(self, key, found):
         split, shard = key
-        records = sorted(_unblob(blobs))
+        sections = sorted(s for s in found if s is not None)
+        level = 0
+        while len(sections) > FAN_IN:
+            # Too many files to hold open at once: merge them in groups first.
+            merged = []
+            for i in range(0, len(sections), FAN_IN):
+                path = FileSystems.join(self._work_dir, "merge-%s-%05d-%d-%06d" % (split, shard, level, i))
+                merged.append(_write_run(path, _merged(sections[i:i + FAN_IN])))
+            sections, level = merged, level + 1
         path = FileSystems.join(self._output, schema.shard_name(split, shard, self._shards))
-        n = write_tfrecords(path, (r[2] for r in records))
+        tmp = temp_path(path)
+        n = 0
+        with FileSystems.create(tmp) as f:
+            for _, record in _merged(sections):
+                f.write(tfrecord_frame(record))
+                n += 1
+        publish(tmp, path)
         return split, path, n
+
+
+def _write_run(path: str, frames) -> tuple:
+    tmp = temp_path(path)
+    size = 0
+    with FileSystems.create(tmp) as f:
+        for order, record in frames:
+            frame = _FRAME.pack(order, len(record)) + record
+            f.write(frame)
+            size += len(frame)
+    publish(tmp, path)
+    return path, 0, size
+
+
+class RemoveWorkFiles(beam.PTransform):
+    """Deletes the temporary folder once every shard is written."""
+
+    def __init__(self, work_dir: str):
+        super().__init__()
+        self._work_dir = work_dir
+
+    def expand(self, written):
+        return (
+            written.pipeline
+            | "Folder" >> beam.Create([self._work_dir])
+            | "Delete" >> beam.Map(_delete_folder, beam.pvalue.AsList(written)))
+
+
+def _delete_folder(folder: str, written) -> int:
+    if FileSystems.exists(folder):
+        FileSystems.delete([folder])
+    return len(written)
 
 
 class WriteClassFile(beam.PTransform):
@@ -267,13 +443,52 @@ class WriteStats(beam.PTransform):
         return stats
 
 
-class WriteRejects(beam.PTransform):
-    """``rejects-*.ndjson``: file, line, reason and the original text."""
+def _line_starts(lines: list) -> dict:
+    """``{(path, range start): lines of that file before the range}``."""
+    by_path = collections.defaultdict(list)
+    for (path, start), n in lines:
+        by_path[path].append((start, n))
+    before = {}
+    for path, ranges in by_path.items():
+        total = 0
+        for start, n in sorted(ranges):
+            before[(path, start)] = total
+            total += n
+    return before
 
-    def __init__(self, output: str):
+
+class _NumberRejects(beam.DoFn):
+    """Turns a range's line count into the file's line number."""
+
+    def __init__(self, files: list[str]):
+        self._files = files
+        self._lines_id = None
+        self._before: dict = {}
+
+    def process(self, element, lines):
+        (path, start, local), record = element
+        if self._lines_id != id(lines):
+            self._before = _line_starts(lines)
+            self._lines_id = id(lines)
+        if isinstance(path, int):
+            path = self._files[path]
+        out = {"file": path, "line": self._before.get((path, start), 0) + local}
+        out.update(record)
+        yield orjson.dumps(out).decode("utf-8")
+
+
+class WriteRejects(beam.PTransform):
+    """``rejects-*.ndjson``: file, line, reason and the original text (a
+    dropped copy of a drawing: its key_id instead of the text)."""
+
+    def __init__(self, output: str, files: list[str]):
         super().__init__()
         self._prefix = FileSystems.join(output, schema.REJECTS_PREFIX)
+        self._number = _NumberRejects(files)
 
-    def expand(self, rejects):
-        return rejects | "Write" >> beam.io.WriteToText(
-            self._prefix, file_name_suffix=schema.REJECTS_SUFFIX)
+    def expand(self, inputs):
+        rejects, lines = inputs
+        return (
+            rejects
+            | "Number" >> beam.ParDo(self._number, beam.pvalue.AsList(lines))
+            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=schema.REJECTS_SUFFIX))

@@ -1,0 +1,122 @@
+"""Reading input in byte ranges, and damaged files: no Beam, no TensorFlow."""
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from pipeline import sources
+from pipeline import split as split_lib
+
+LINES = [b'{"a": 1}', b"", b"x" * 300, b"second\r", b"   ", b"\xef\xbb\xbfbom", b"last"]
+
+
+def whole(path, cap=0):
+    return list(sources.read_lines(sources.Range(0, str(path), 0, None), cap))
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+@pytest.mark.parametrize("target", [1, 7, 9, 64, 301, 10_000])
+def test_byte_ranges_read_every_line_exactly_once(tmp_path, target, trailing_newline):
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"\n".join(LINES) + (b"\n" if trailing_newline else b""))
+    units = sources.plan_units([str(path)], [path.stat().st_size], target)
+    got = [line for unit in units for r in unit for line in sources.read_lines(r)]
+    assert got == whole(path)
+    offsets = [0]
+    for line in LINES[:-1]:
+        offsets.append(offsets[-1] + len(line) + 1)
+    assert got == list(zip(offsets, LINES))
+
+
+def test_small_files_share_a_unit_and_gzip_is_never_cut(tmp_path):
+    files = [str(tmp_path / n) for n in ("a.ndjson", "b.ndjson", "c.ndjson.gz", "d.ndjson")]
+    units = sources.plan_units(files, [10, 10, 500, 250], target=100)
+    assert units == [
+        [sources.Range(0, files[0], 0, None), sources.Range(1, files[1], 0, None)],
+        [sources.Range(2, files[2], 0, None)],
+        [sources.Range(3, files[3], 0, 100)],
+        [sources.Range(3, files[3], 100, 200)],
+        [sources.Range(3, files[3], 200, None)],
+    ]
+
+
+def test_overlong_lines_are_cut_without_being_held_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 16)
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"short\n" + b"y" * 100 + b"\nnext\n" + b"z" * 50)
+    assert whole(path, cap=20) == [(0, b"short"), (6, b"y" * 21), (107, b"next"), (112, b"z" * 21)]
+
+
+def test_gzip_members_are_all_read(tmp_path):
+    path = tmp_path / "a.ndjson.gz"
+    path.write_bytes(gzip.compress(b"one\ntwo\n") + gzip.compress(b"three\n") + b"\0" * 8)
+    assert [line for _, line in whole(path)] == [b"one", b"two", b"three"]
+
+
+def _gzip_of_many_lines(path, n=20_000):
+    data = b"".join(b'{"line": %d, "pad": "%s"}\n' % (i, os.urandom(8).hex().encode()) for i in range(n))
+    path.write_bytes(gzip.compress(data))
+    return data
+
+
+def test_truncated_gzip_keeps_the_complete_lines_and_says_so(tmp_path):
+    path = tmp_path / "cut.ndjson.gz"
+    data = _gzip_of_many_lines(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    got = []
+    with pytest.raises(sources.Damage) as damage:
+        for item in sources.read_lines(sources.Range(0, str(path), 0, None)):
+            got.append(item[1])
+    assert damage.value.reason == sources.TRUNCATED_GZIP
+    assert got and got == data.split(b"\n")[: len(got)]
+
+
+def test_corrupt_gzip_is_reported_not_raised_as_zlib_error(tmp_path):
+    path = tmp_path / "bad.ndjson.gz"
+    _gzip_of_many_lines(path)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(sources.Damage) as damage:
+        whole(path)
+    assert damage.value.reason == sources.CORRUPT_GZIP
+
+
+def test_directory_and_missing_file_are_damage(tmp_path):
+    (tmp_path / "x.ndjson").mkdir()
+    with pytest.raises(sources.Damage) as damage:
+        whole(tmp_path / "x.ndjson")
+    assert damage.value.reason == sources.IS_A_DIRECTORY
+    with pytest.raises(sources.Damage) as damage:
+        whole(tmp_path / "gone.ndjson")
+    assert damage.value.reason == sources.UNREADABLE
+
+
+def rank(h, key="k", file=0, offset=0):
+    return (h, key + str(h), file, offset)
+
+
+def test_plan_keeps_the_first_copy_and_drops_the_rest():
+    quota = split_lib.Quota(2, 1, 1)
+    ranks = sorted([rank(1), rank(2), rank(2, file=1), rank(2, offset=9), rank(3), rank(4), rank(5)])
+    plan = split_lib.plan_class(ranks, quota)
+    assert plan.duplicates == 2 and plan.dropped == {rank(2, file=1), rank(2, offset=9)}
+    assert plan.selected == {"train": 2, "eval": 1, "test": 1}
+    assert [split_lib.split_of(r, plan) for r in ranks] == ["train", "train", None, None, "eval", "test", None]
+
+
+def test_plan_of_a_short_class_and_copies_at_the_boundary():
+    quota = split_lib.Quota(1, 5, 0)
+    ranks = [rank(1), rank(1, offset=5), rank(7)]
+    plan = split_lib.plan_class(ranks, quota)
+    assert plan.selected == {"train": 1, "eval": 1, "test": 0} and plan.duplicates == 1
+    assert [split_lib.split_of(r, plan) for r in ranks] == ["train", None, "eval"]
+
+
+def test_keep_lowest_keeps_every_copy_of_the_kept_drawings():
+    items = [(rank(h, offset=o), "payload") for h in (5, 1, 3, 2) for o in (0, 1)]
+    kept = split_lib.keep_lowest(items, 2)
+    assert [r for r, _ in kept] == [rank(1, offset=0), rank(1, offset=1), rank(2, offset=0), rank(2, offset=1)]
