@@ -160,9 +160,25 @@ class AnalyzeTrainingSplit(beam.PTransform):
                 (batches, tensor_adapter_config())
                 | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
-        return written | "WriteLengthStats" >> beam.Map(
+        ordered = written | "OrderClassVocabulary" >> beam.Map(_order_class_vocabulary,
+                                                               transform_dir)
+        return ordered | "WriteLengthStats" >> beam.Map(
             _write_length_stats, transform_dir,
             FileSystems.join(self._output_dir, schema.LENGTH_STATS_FILE))
+
+
+def _order_class_vocabulary(_, transform_dir: str) -> None:
+    """Puts the class vocabulary in the classes file's order (by name).
+
+    ``tft.vocabulary`` orders by frequency; a consumer that maps words to ids
+    with it must get the trainer's ``class_index``. No op of the graph reads
+    the file, so rewriting it leaves the graph as it was.
+    """
+    path = FileSystems.join(transform_dir, "transform_fn", "assets", CLASS_VOCABULARY)
+    with FileSystems.open(path) as f:
+        lines = f.read().decode("utf-8").splitlines()
+    lines.sort(key=lambda line: line.split(" ", 1)[1])  # "count word", store_frequency
+    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _write_length_stats(_, transform_dir: str, path: str) -> dict:

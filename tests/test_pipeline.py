@@ -177,8 +177,10 @@ def test_transform_graph_gives_parse_line_ink_and_length_stats(tmp_path, shared_
     assert stats["num_examples"] == 80
     assert min(lengths) <= stats["min"] <= stats["mean"] <= stats["max"] <= max(lengths)
     assert stats["boundaries"] == sorted(stats["boundaries"]) and len(stats["boundaries"]) >= 5
-    vocab = (out / schema.TRANSFORM_DIR / "transform_fn" / "assets" / "class_vocabulary").read_text().split()
-    assert sorted(vocab[1::2]) == ["cat", "dog", "fish", "tree"] and vocab[0::2] == ["20"] * 4
+    vocab = (out / schema.TRANSFORM_DIR / "transform_fn" / "assets" / "class_vocabulary").read_text()
+    counts, words = zip(*(line.split(" ", 1) for line in vocab.splitlines()))
+    assert list(words) == (out / schema.CLASSES_FILE).read_text().split() == ["cat", "dog", "fish", "tree"]
+    assert counts == ("20",) * 4
 
     output = tft.TFTransformOutput(str(out / schema.TRANSFORM_DIR))
     lines = real_lines[::8]

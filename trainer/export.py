@@ -2,8 +2,12 @@
 
 Two signatures share the weights:
 - ``serving_default`` takes raw drawings (absolute ``x``, ``y`` and the
-  ``stroke_end`` flag per point, padded, and the number of points) and applies
-  the tutorial's normalisation in the graph (``trainer.preprocess``);
+  ``stroke_end`` flag per point, padded, and the number of points) and turns
+  them into the tutorial's ink in the graph: with the pipeline's tf.Transform
+  graph (``transform_output/`` beside the classes file, as TFX serves a
+  ``transform_features_layer``), so that training data and serving share one
+  preprocessing; for a dataset made by the tutorial's own script, which has no
+  such graph, with ``trainer.preprocess``;
 - ``predict_ink`` takes ink as stored in the TFRecords, for evaluating an
   export on a fixed eval set.
 Both return ``classes``/``scores`` (top k), ``probabilities`` over all
@@ -28,19 +32,62 @@ from trainer.preprocess import normalize_strokes
 RAW_SIGNATURE = "serving_default"
 INK_SIGNATURE = "predict_ink"
 CONFIG_ASSET = "model_config.json"
+TRANSFORM_PREPROCESSING = "tf.Transform"
+TRAINER_PREPROCESSING = "trainer.preprocess"
+
+
+def dataset_transform_output(classes_file: str) -> str | None:
+    """The pipeline's tf.Transform output beside a dataset's classes file, if any."""
+    path = os.path.join(os.path.dirname(classes_file), schema.TRANSFORM_DIR)
+    return path if tf.io.gfile.isdir(path) else None
+
+
+def transform_layer(transform_output: str, classes: list[str]):
+    """The pipeline's tf.Transform graph as a layer, checked against the classes."""
+    import tensorflow_transform as tft
+    from pipeline.tft_analysis import CLASS_VOCABULARY
+
+    output = tft.TFTransformOutput(transform_output)
+    words = [line.split(b" ", 1)[-1].decode("utf-8")
+             for line in output.vocabulary_by_name(CLASS_VOCABULARY)]
+    if sorted(words) != sorted(classes):
+        raise TrainerError("%s was made from another dataset: its %d classes differ from the "
+                           "%d of the classes file" % (transform_output, len(words), len(classes)))
+    return output.transform_features_layer()
 
 
 class SketchServer(tf.Module):
     """What the SavedModel holds: the classifier, the class names, the signatures."""
 
     def __init__(self, model: SketchClassifier, classes: list[str], global_step: int,
-                 top_k: int = 3):
+                 top_k: int = 3, transform_output: str | None = None):
         super().__init__()
         self.model = model
         self.model_weights = list(model.weights)
         self.class_names = tf.Variable(classes, trainable=False, dtype=tf.string)
         self.global_step = tf.Variable(global_step, trainable=False, dtype=tf.int64)
         self.top_k = min(top_k, len(classes))
+        self.tft_layer = transform_layer(transform_output, classes) if transform_output else None
+        self.preprocessing = tf.Variable(
+            TRANSFORM_PREPROCESSING if transform_output else TRAINER_PREPROCESSING,
+            trainable=False, dtype=tf.string)
+
+    def _ink(self, x, y, stroke_end, lengths) -> tuple[tf.Tensor, tf.Tensor]:
+        """Padded raw points -> padded ink and its lengths."""
+        if self.tft_layer is None:
+            return normalize_strokes(x, y, stroke_end, lengths)
+        points = tf.where(tf.sequence_mask(lengths, tf.shape(x)[1]))
+        shape = tf.shape(x, out_type=tf.int64)
+
+        def sparse(values):
+            return tf.SparseTensor(points, tf.gather_nd(values, points), shape)
+
+        out = self.tft_layer({schema.RAW_X: sparse(x), schema.RAW_Y: sparse(y),
+                              schema.RAW_STROKE_END: sparse(stroke_end),
+                              schema.WORD: tf.fill(tf.shape(lengths), "")})
+        ink = tf.reshape(tf.sparse.to_dense(out[schema.TRANSFORMED_INK]),
+                         [tf.shape(x)[0], -1, schema.INK_CHANNELS])
+        return ink, tf.maximum(tf.cast(out[schema.TRANSFORMED_LENGTH], tf.int32), 0)
 
     def _outputs(self, ink: tf.Tensor, lengths: tf.Tensor) -> dict:
         missing = tf.maximum(1 - tf.shape(ink)[1], 0)  # a batch of one-point drawings
@@ -63,7 +110,7 @@ class SketchServer(tf.Module):
         tf.TensorSpec([None], tf.int32, name="lengths"),
     ])
     def serve_raw(self, x, y, stroke_end, lengths):
-        ink, ink_lengths = normalize_strokes(x, y, stroke_end, lengths)
+        ink, ink_lengths = self._ink(x, y, stroke_end, lengths)
         return self._outputs(ink, ink_lengths)
 
     @tf.function(input_signature=[
@@ -75,12 +122,16 @@ class SketchServer(tf.Module):
 
 
 def export_model(model: SketchClassifier, classes: list[str], export_dir: str,
-                 global_step: int, top_k: int = 3) -> str:
-    """Writes the SavedModel (and its model config as an asset) to ``export_dir``."""
+                 global_step: int, top_k: int = 3, transform_output: str | None = None) -> str:
+    """Writes the SavedModel (and its model config as an asset) to ``export_dir``.
+
+    With ``transform_output`` (the pipeline's tf.Transform output) the raw
+    signature preprocesses with that graph, else with ``trainer.preprocess``.
+    """
     serving_model = build_model(ModelConfig.from_dict(
         dict(model.config.to_dict(), mixed_precision=False)))
     serving_model.set_weights(model.get_weights())
-    server = SketchServer(serving_model, classes, global_step, top_k)
+    server = SketchServer(serving_model, classes, global_step, top_k, transform_output)
     export_dir = export_dir.rstrip("/")
     staging = sibling(export_dir, "tmp")
     try:

@@ -20,7 +20,7 @@ from trainer import data, summaries
 from trainer.distribution import make_strategy, task_identity
 from trainer.errors import TrainerError
 from trainer.evaluate import first_line, run_eval, write_report
-from trainer.export import export_config, export_model, load_export
+from trainer.export import dataset_transform_output, export_config, export_model, load_export
 from trainer.model import CELL_TYPES, ModelConfig, build_model
 
 CONFIG_FILE = "model_config.json"
@@ -189,7 +189,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     eval_summaries.close()
     write_report(metrics, matrix, classes, args.model_dir)
     export_dir = args.export_dir or os.path.join(args.model_dir, "export")
-    export_model(eval_model, classes, export_dir, step, args.top_k)
+    export_model(eval_model, classes, export_dir, step, args.top_k,
+                 dataset_transform_output(args.classes_file))
     print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
           flush=True)
     return metrics
