@@ -70,6 +70,7 @@ def test_transform_output_of_another_dataset_is_refused(tmp_path, shared_sample)
         tiny_export(tmp_path / "export", ["cat", "dog", "fish"], transform_dir(dataset))
 
 
+@pytest.mark.slow
 def test_tutorial_dataset_export_uses_the_trainer_preprocessing(tmp_path, real_lines):
     import tensorflow as tf
     export, model = tiny_export(tmp_path / "export")
