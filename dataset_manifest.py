@@ -129,7 +129,7 @@ def write_manifest(folder: str, manifest: dict) -> None:
     atomically. The run's last write: nothing may change the folder after it.
     Holds no time stamp, so that identical runs have identical manifests (and digests)."""
     files = {rel: size for rel, size in list_files(folder).items()
-             if rel not in (MANIFEST_FILE, LOCK_FILE)}
+             if rel != MANIFEST_FILE and not is_lock(rel)}
     leftovers = [rel for rel in files if _is_temporary(rel)]
     if leftovers:
         raise ManifestError(folder, "temporary file %s is still there: the run is not finished"
@@ -140,6 +140,11 @@ def write_manifest(folder: str, manifest: dict) -> None:
     doc["files"] = {rel: {"size": size, "crc32c": crc32c(_path(folder, rel))}
                     for rel, size in sorted(files.items())}
     _write_atomically(_path(folder, MANIFEST_FILE), _dumps(doc))
+
+
+def is_lock(rel: str) -> bool:
+    """The lock of a running pipeline, or a temporary file of its creation."""
+    return rel == LOCK_FILE or (rel.startswith("." + LOCK_FILE + ".") and rel.endswith(".tmp"))
 
 
 def _is_temporary(rel: str) -> bool:
@@ -182,7 +187,7 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
     None: the folder has no manifest and nothing only the pipeline writes (a
     dataset made by the tutorial's create_dataset.py). Raises ManifestError for
     anything else that is not a complete dataset."""
-    files = {rel: size for rel, size in list_files(folder).items() if rel != LOCK_FILE}
+    files = {rel: size for rel, size in list_files(folder).items() if not is_lock(rel)}
     doc = read_manifest(folder)
     if doc is None:
         if not files:

@@ -3,9 +3,16 @@
 ndjson drawings -> parse_line -> per-class train/eval/test selection ->
 shuffled, sharded TFRecords, with rejects, stats and the tf.Transform output.
 Works on the DirectRunner, Dataflow and Flink alike (standard Beam options).
+
+A run checks its options and folders before the job, locks the output folder,
+invalidates its manifest and removes an earlier run's outputs, and writes the
+manifest last (dataset_manifest.py): a folder is a complete dataset or refused.
+Exit status: 0 done, 2 a user error (one line on stderr), 1 anything else.
 """
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import logging
 import os
@@ -14,12 +21,15 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import _BeamArgumentParser
 
+import dataset_manifest
 import tfrecord_schema as schema
+from pipeline import output_folder
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
-from pipeline.options import QuickDrawOptions
+from pipeline.options import QuickDrawOptions, help_parser
 from pipeline.tft_analysis import AnalyzeTrainingSplit
 from pipeline import sources
 from pipeline.transforms import (COUNTS, LINES, REJECTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
@@ -48,9 +58,14 @@ def read_classes(value: str | None) -> list[str] | None:
     return names
 
 
+_CLASS_FILE = re.compile(r"^(?P<name>.+)\.ndjson(\.gz)?$")
+
+
 def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
-    """Files to read. A folder means its ``*.ndjson`` and ``*.ndjson.gz``; when
-    every requested class has its own ``<class>.ndjson[.gz]``, only those are read."""
+    """Files to read. A folder means its ``*.ndjson`` and ``*.ndjson.gz``.
+    When the input is several per-class files (``<class>.ndjson[.gz]``), only
+    the requested classes' files are read, and a requested class without a
+    file is an error before the job starts."""
     pattern = pattern or SAMPLE_DIR
     patterns = [p.strip() for p in pattern.split(",") if p.strip()]
     expanded = []
@@ -61,12 +76,26 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
             expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
         else:
             expanded.append(p)
-    files = sorted({m.path for result in FileSystems.match(expanded) for m in result.metadata_list})
+    try:
+        found = FileSystems.match(expanded)
+    except Exception as e:  # an unreadable folder or a bucket that does not exist
+        raise PipelineError("--input=%s cannot be listed: %s" % (pattern, " ".join(str(e).split())[:200])) from None
+    files = sorted({m.path for result in found for m in result.metadata_list})
     if not files:
-        raise PipelineError("no input file matches %r" % pattern)
+        raise PipelineError("--input=%s matches no file" % pattern)
     if classes:
-        by_class = {re.sub(r"\.ndjson(\.gz)?$", "", os.path.basename(f)): f for f in files}
-        if all(c in by_class for c in classes):
+        by_class = {}
+        for f in files:
+            named = _CLASS_FILE.match(f.rsplit("/", 1)[-1])
+            if named:
+                by_class[named.group("name")] = f
+        if len(files) > 1 and len(by_class) == len(files):
+            absent = [c for c in classes if c not in by_class]
+            if absent:
+                close = difflib.get_close_matches(absent[0], list(by_class), n=3)
+                raise PipelineError("--classes: %s not in the input (no %s.ndjson[.gz] among its %d "
+                                    "files)%s" % (", ".join(absent), absent[0], len(files),
+                                                  "; closest: " + ", ".join(close) if close else ""))
             files = sorted(by_class[c] for c in classes)
     return files
 
@@ -95,45 +124,125 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, file
         train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir)
 
 
-def remove_stale_outputs(output: str, quota: split_lib.Quota, shards: int) -> None:
-    """Deletes shards left by an earlier run with another shard count or split."""
-    keep = {FileSystems.join(output, schema.shard_name(s, i, shards)) for s, i in quota.shard_keys(shards)}
-    patterns = [FileSystems.join(output, schema.shard_pattern(s)) for s in schema.SPLITS]
-    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list if m.path not in keep]
-    if stale:
-        FileSystems.delete(stale)
+def check_argv(argv: list[str]) -> list[str]:
+    """Refuses an option that neither this pipeline nor Beam knows (Beam would
+    drop it with a warning and run with the default), naming the closest one.
+    Beam's options are those of every PipelineOptions subclass, as Beam parses them."""
+    if "-h" in argv or "--help" in argv:
+        print(help_parser().format_help())
+        raise SystemExit(0)
+    parser = beam_parser()
+    if "--help_beam" in argv:
+        parser.prog = "python -m pipeline.run"
+        print(parser.format_help())
+        raise SystemExit(0)
+    _, unknown = parser.parse_known_args(argv)
+    flags = [a for a in unknown if a.startswith("-")]
+    if flags:
+        name = flags[0].split("=", 1)[0]
+        known = [o for action in parser._actions for o in action.option_strings]  # pylint: disable=protected-access
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        raise PipelineError("unknown option %s%s (see --help)" % (
+            name, "; did you mean %s?" % close[0] if close else ""))
+    if unknown:
+        raise PipelineError("unexpected argument %r: options are --name=value (see --help)" % unknown[0])
+    return argv
+
+
+def beam_parser() -> "_StrictParser":
+    """Every option Beam and this pipeline know: the parser Beam builds from the
+    PipelineOptions subclasses."""
+    parser = _StrictParser(allow_abbrev=False, add_help=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+class _StrictParser(_BeamArgumentParser):
+    """Beam's parser, with a bad value reported as a one-line PipelineError."""
+
+    def error(self, message: str):
+        if message.startswith("ambiguous option: "):
+            return super().error(message)
+        raise PipelineError(message)
+
+
+def _check_values(opts: QuickDrawOptions) -> None:
+    """Numbers out of range, named by their flag."""
+    minimum = {"train_observations_per_class": 0, "eval_observations_per_class": 0,
+               "test_observations_per_class": 0, "output_shards": 1, "max_points": 0, "max_bytes": 0}
+    for name, low in minimum.items():
+        value = getattr(opts, name)
+        if value < low:
+            raise PipelineError("--%s=%d: must be at least %d" % (name, value, low))
+
+
+def recorded_options(opts: QuickDrawOptions) -> dict:
+    """The pipeline's own options as the manifest records them. The output
+    folder is left out: a dataset keeps its identity when it is moved."""
+    return {name: getattr(opts, name) for name in sorted(help_parser().dests()) if name != "output"}
+
+
+def _finish(output: str, quota: split_lib.Quota, opts: QuickDrawOptions, classes, files) -> dict:
+    """After the job: reads stats.json, refuses a dataset that is not the one
+    asked for (nothing selected, a requested class absent), else seals it."""
+    temp_dir = FileSystems.join(output, output_folder.TEMP_TRANSFORM)
+    if FileSystems.exists(temp_dir):
+        FileSystems.delete([temp_dir])
+    with FileSystems.open(FileSystems.join(output, schema.STATS_FILE)) as f:
+        stats = json.loads(f.read())
+    print(stats_lib.summary(stats, output, quota.total))
+    problem = None
+    if not sum(stats["totals"]["selected"].values()):
+        problem = "no drawing was selected: see %s and the rejects" % schema.STATS_FILE
+    elif classes:
+        absent = [c for c in classes if not sum(stats["classes"].get(c, {}).get("selected", {}).values())]
+        if absent:
+            problem = "--classes: %s not in the input (no valid drawing of %s); see %s" % (
+                ", ".join(absent), "it" if len(absent) == 1 else "them", schema.STATS_FILE)
+    if problem:
+        output_folder.remove_outputs(output, keep=output_folder.DIAGNOSTICS)
+        raise PipelineError(problem + "; no dataset was written")
+    totals = dict(stats["totals"], classes=len(stats["classes"]))
+    dataset_manifest.write_manifest(output, {
+        "counts": totals, "seed": opts.seed, "options": recorded_options(opts),
+        "inputs": len(files), "code_version": dataset_manifest.code_version()})
+    return stats
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Runs the pipeline to completion and returns the contents of stats.json."""
-    options = PipelineOptions(argv)
+    options = PipelineOptions(check_argv(list(argv or [])))
     opts = options.view_as(QuickDrawOptions)
-    if opts.output_shards < 1:
-        raise PipelineError("--output_shards must be at least 1")
-    try:
-        quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
-                                opts.test_observations_per_class)
-    except ValueError as e:
-        raise PipelineError(str(e)) from None
+    _check_values(opts)
+    quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
+                            opts.test_observations_per_class)
     if quota.total == 0:
         raise PipelineError("every --*_observations_per_class is 0: nothing to select")
     classes = read_classes(opts.classes)
     files = match_inputs(opts.input, classes)
-    if not FileSystems.exists(opts.output):
-        FileSystems.mkdirs(opts.output)
-    temp_dir = FileSystems.join(opts.output, ".tmp-transform")
-    logging.info("Reading %d files into %s", len(files), opts.output)
-    with beam.Pipeline(options=options) as p:
-        build(p, opts, quota, files, classes, temp_dir)
-    remove_stale_outputs(opts.output, quota, opts.output_shards)
-    if FileSystems.exists(temp_dir):
-        FileSystems.delete([temp_dir])
-    with FileSystems.open(FileSystems.join(opts.output, schema.STATS_FILE)) as f:
-        stats = json.loads(f.read())
-    print(stats_lib.summary(stats, opts.output, quota.total))
-    if not sum(stats["totals"]["selected"].values()):
-        raise PipelineError("no drawing was selected: see %s and the rejects" % schema.STATS_FILE)
-    return stats
+    output = opts.output.rstrip("/") or "/"
+    try:
+        output_folder.check_writable(output, "--output")
+        temp_location = options.view_as(GoogleCloudOptions).temp_location
+        if temp_location:
+            output_folder.check_writable(temp_location, "--temp_location")
+    except output_folder.OutputError as e:
+        raise PipelineError(str(e)) from None
+    try:
+        dataset_manifest.invalidate(output)
+        removed = output_folder.remove_outputs(output)
+        if removed:
+            logging.info("Removed %d outputs of an earlier run from %s", len(removed), output)
+        logging.info("Reading %d files into %s", len(files), output)
+        with beam.Pipeline(options=options) as p:
+            build(p, opts, quota, files, classes, FileSystems.join(output, output_folder.TEMP_TRANSFORM))
+        return _finish(output, quota, opts, classes, files)
+    except output_folder.OutputError as e:
+        raise PipelineError(str(e)) from None
 
 
 class _WorkerProgress(logging.Filter):
@@ -162,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     forwarded.addFilter(_WorkerProgress())
     try:
         run(argv if argv is not None else sys.argv[1:])
-    except PipelineError as e:
+    except (PipelineError, dataset_manifest.ManifestError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     return 0

@@ -149,7 +149,7 @@ def test_options_classes_recognized_only_and_tutorial_aliases(tmp_path, shared_s
 
 
 def test_clear_errors_for_bad_options(tmp_path):
-    with pytest.raises(run_lib.PipelineError, match="no input file matches"):
+    with pytest.raises(run_lib.PipelineError, match="matches no file"):
         run_lib.run(["--input=%s/nothing*.ndjson" % tmp_path, "--output=%s" % tmp_path])
     with pytest.raises(run_lib.PipelineError, match="nothing to select"):
         run_lib.run(["--output=%s" % tmp_path, "--train_observations_per_class=0",

@@ -1,0 +1,191 @@
+"""The output folder of a run: checked before the job, locked, cleared of an
+earlier run's files, and sealed by the manifest (see dataset_manifest.py).
+
+The lock is ``pipeline.lock`` in the folder, created exclusively (O_EXCL
+locally, ``if_generation_match=0`` on gs://) and holding the owner's host,
+process id, start time and a token. A second run into the folder refuses at
+start. A lock whose owner is a process of this host that is gone (killed) is
+taken over, with a log line, by compare-and-swap, so only one run can take it.
+The owner of a lock made on another host cannot be checked from here: such a
+lock (e.g. on gs:// from a launcher VM that died) stays until it is deleted, and
+the error says which file to delete.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+import dataset_manifest
+import tfrecord_schema as schema
+
+# What a run writes into its folder, by top-level name. A run removes every
+# one of them before its job starts, so nothing of an earlier run survives.
+OUTPUT_PATTERNS = tuple(schema.shard_pattern(s) for s in schema.SPLITS) + (
+    schema.CLASSES_FILE, schema.STATS_FILE, schema.LENGTH_STATS_FILE,
+    schema.REJECTS_PREFIX + "-*", schema.TRANSFORM_DIR,
+    ".tmp-*", "beam-temp-*")
+# What stays after a run that selected nothing: the report of why.
+DIAGNOSTICS = (schema.STATS_FILE, schema.REJECTS_PREFIX + "-*")
+TEMP_TRANSFORM = ".tmp-transform"
+
+
+class OutputError(Exception):
+    """The output folder cannot be used; one line."""
+
+
+def is_gs(path: str) -> bool:
+    return path.startswith("gs://")
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Refuses before the job a local folder that cannot be created or written
+    (a file in the way, no permission, a read-only disk). gs:// is checked by
+    the first write, the lock."""
+    if "://" in path:
+        return
+    target = os.path.abspath(path)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise OutputError("%s=%s is a file, not a folder" % (flag, path))
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError("%s=%s cannot be created: %s is a file" % (flag, path, existing))
+    try:
+        os.makedirs(target, exist_ok=True)
+        probe = os.path.join(target, ".tmp-probe-%s" % uuid.uuid4().hex)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError("%s=%s is not writable: %s" % (flag, path, e.strerror or e)) from None
+
+
+def _top_level(folder: str) -> dict[str, bool]:
+    """Top-level names in ``folder`` -> whether each is a folder."""
+    names: dict[str, bool] = {}
+    for rel in dataset_manifest.list_files(folder):
+        head, sep, _ = rel.partition("/")
+        names[head] = names.get(head, False) or bool(sep)
+    if not is_gs(folder) and os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            names[entry.name] = entry.is_dir()
+    return names
+
+
+def remove_outputs(folder: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """Deletes every output a run writes (``OUTPUT_PATTERNS``, the transform's
+    temp folder) except names matching ``keep``; returns the names removed."""
+    doomed = {}
+    for name, is_dir in _top_level(folder).items():
+        ours = name == TEMP_TRANSFORM or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS)
+        if ours and not any(fnmatch.fnmatchcase(name, p) for p in keep):
+            path = FileSystems.join(folder.rstrip("/"), name)
+            doomed[name] = path + "/" if is_dir and is_gs(folder) else path
+    if doomed:
+        try:
+            FileSystems.delete(sorted(doomed.values()))
+        except Exception as e:  # BeamIOError wraps the OSError of each path
+            raise OutputError("cannot remove %s's earlier output (%s): %s" % (
+                folder, ", ".join(sorted(doomed)), _one_line(e))) from None
+    return sorted(doomed)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+# The lock.
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), on Linux."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(l.split()[1]) for l in f if l.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def owner_is_gone(owner: dict) -> bool:
+    """True if the lock's owner ran on this host and that process is no longer
+    there (its pid is free, or now belongs to a process started after the lock)."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    pid = owner["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    started = _start_time(pid)
+    return started is not None and started > float(owner.get("time", 0)) + 1
+
+
+class OutputLock:
+    """Held by one run for the life of its job; ``release()`` deletes it."""
+
+    def __init__(self, folder: str):
+        self.path = FileSystems.join(folder.rstrip("/"), dataset_manifest.LOCK_FILE)
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                      "token": uuid.uuid4().hex}
+        self._data = json.dumps(self.owner, sort_keys=True).encode("utf-8")
+
+    def acquire(self) -> None:
+        import atomic_storage
+        try:
+            if atomic_storage.create_exclusive(self.path, self._data):
+                return
+            found = atomic_storage.read_versioned(self.path)
+            if found is None and atomic_storage.create_exclusive(self.path, self._data):
+                return
+        except OSError as e:
+            raise OutputError("cannot create the lock %s: %s" % (self.path, e.strerror or e)) from None
+        owner = _parse(found[0]) if found else {}
+        if found and owner_is_gone(owner) and atomic_storage.compare_and_swap(
+                self.path, found[1], self._data):
+            logging.warning("Took over %s from a run that is gone (host %s, pid %s, started %s)",
+                            self.path, owner.get("host"), owner.get("pid"), _when(owner))
+            return
+        raise OutputError(
+            "another run is writing into this folder (host %s, pid %s, started %s); if it is gone, "
+            "delete %s" % (owner.get("host", "?"), owner.get("pid", "?"), _when(owner), self.path))
+
+    def release(self) -> None:
+        """Deletes the lock if it is still this run's."""
+        import atomic_storage
+        found = atomic_storage.read_versioned(self.path)
+        if found and _parse(found[0]).get("token") == self.owner["token"]:
+            FileSystems.delete([self.path])
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse(data: bytes) -> dict:
+    try:
+        owner = json.loads(data)
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _when(owner: dict) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(owner["time"])))
+    except (KeyError, TypeError, ValueError):
+        return "?"
