@@ -1,0 +1,319 @@
+"""Exclusive creation and compare-and-swap of small files, on local disks and gs://.
+
+Several processes (scheduled runs, a person re-running a step, the workers of
+one job) may write the same small record at once: a lock, a version's first
+record, the registry's ``current`` pointer. Plain writes let the last one win
+silently; these three calls let exactly one win and tell the others:
+
+- ``create_exclusive(path, data)``: creates ``path`` with ``data`` unless it
+  exists. Local: the bytes go to a temporary file that is hard-linked to
+  ``path`` (``link`` fails if the name exists, like ``O_EXCL``, and the file
+  appears complete); gs://: an upload with ``if_generation_match=0``.
+- ``read_versioned(path)``: the content and a token naming that version of it
+  (local: inode, modification time, size and a digest; gs://: the generation).
+- ``replace(path, data)``: replaces ``path`` whatever it holds, atomically
+  for readers, for records that only one writer changes.
+- ``compare_and_swap(path, token, data)``: replaces ``path`` only if it is
+  still the version ``token`` names (``token=None``: only if it is absent).
+  Local: under an exclusive ``flock`` on the folder, re-read, compare, write a
+  temporary file and rename it over ``path``; gs://: an upload with
+  ``if_generation_match=<generation>``.
+
+Readers never see a partial file. A process killed at any point leaves either
+the old content or the new one; a temporary file it leaves is removed by the
+next call on the same path (temporary names carry the writer's process id and
+only those of processes that are gone are removed), so none accumulate.
+
+On gs:// the client retries a request that failed in transit; if an upload
+succeeded but its answer was lost, the retry meets its own object and is
+refused. A refusal after such a retry, of an object that holds exactly
+``data``, is therefore counted as success: put something unique (host,
+process id, time) into ``data`` where the caller must know that it, and not
+an identical writer, won.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import uuid
+from typing import NamedTuple
+
+GS = "gs://"
+
+
+class LocalToken(NamedTuple):
+    """Identifies one version of a local file."""
+    inode: int
+    mtime_ns: int
+    size: int
+    sha256: str
+
+
+def is_gs(path: str) -> bool:
+    return path.startswith(GS)
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    """True if ``path`` was created with ``data``, False if it already existed."""
+    if is_gs(path):
+        return _gs_upload(path, data, generation=0)
+    return _local_create_exclusive(path, data)
+
+
+def read_versioned(path: str) -> tuple[bytes, object] | None:
+    """The content of ``path`` and a token for ``compare_and_swap``, or None
+    if there is no such file."""
+    if is_gs(path):
+        return _gs_read(path)
+    return _local_read(path)
+
+
+def compare_and_swap(path: str, token: object, data: bytes) -> bool:
+    """Replaces ``path`` with ``data`` only if it is unchanged since the read
+    that returned ``token`` (``None``: only if ``path`` does not exist).
+    True if replaced, False if another writer changed it first."""
+    if token is None:
+        return create_exclusive(path, data)
+    if is_gs(path):
+        if not isinstance(token, int):
+            raise TypeError("a gs:// token is a generation (int), got %r"
+                            % (token,))
+        return _gs_upload(path, data, generation=token)
+    if not isinstance(token, LocalToken):
+        raise TypeError("a local token comes from read_versioned, got %r"
+                        % (token,))
+    return _local_compare_and_swap(path, token, data)
+
+
+def replace(path: str, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` unconditionally, atomically for readers
+    (a record only its own step writes, where no other writer competes)."""
+    if is_gs(path):
+        _gs_blob(path).upload_from_string(
+            data, content_type="application/octet-stream")
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+# Local files.
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+
+
+def _temp_path(path: str) -> str:
+    directory, name = os.path.split(path)
+    return os.path.join(directory, ".%s.%d.%s.tmp"
+                        % (name, os.getpid(), uuid.uuid4().hex))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Removes temporary files for ``path`` left by processes that are gone
+    (killed between writing and renaming, or between linking and unlinking)."""
+    directory, name = os.path.split(path)
+    try:
+        entries = os.listdir(directory or ".")
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = _TEMP_RE.match(entry)
+        if match and match.group("name") == name and \
+                not _pid_alive(int(match.group("pid"))):
+            try:
+                os.remove(os.path.join(directory, entry))
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    tmp = _temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _local_create_exclusive(path: str, data: bytes) -> bool:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = _write_temp(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as e:  # a filesystem without hard links
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            return _create_with_o_excl(path, data)
+    finally:
+        _remove_quietly(tmp)
+    _fsync_dir(directory)
+    return True
+
+
+def _create_with_o_excl(path: str, data: bytes) -> bool:
+    """Fallback without hard links: a reader may briefly see the file empty."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _local_read(path: str) -> tuple[bytes, LocalToken] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        stat = os.fstat(f.fileno())
+        data = f.read()
+    return data, LocalToken(stat.st_ino, stat.st_mtime_ns, len(data),
+                            hashlib.sha256(data).hexdigest())
+
+
+class _FolderLock:
+    """An exclusive flock on the folder itself: no lock file to leave behind,
+    and the kernel releases it when the holder dies."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.fd = -1
+
+    def __enter__(self) -> "_FolderLock":
+        self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
+
+
+def _local_compare_and_swap(path: str, token: LocalToken, data: bytes) -> bool:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return False  # the file read earlier cannot be there any more
+    with _FolderLock(directory):
+        _remove_stale_temps(path)
+        now = _local_read(path)
+        if now is None or now[1] != token:
+            return False
+        tmp = _write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        _fsync_dir(directory)
+    return True
+
+
+# Google Cloud Storage.
+
+_CLIENT: tuple[int, object] | None = None
+
+
+def _client():
+    """One client per process (a forked child must not reuse its parent's
+    connections). STORAGE_EMULATOR_HOST points it at an emulator."""
+    global _CLIENT
+    if _CLIENT is None or _CLIENT[0] != os.getpid():
+        from google.cloud import storage
+        _CLIENT = (os.getpid(), storage.Client())
+    return _CLIENT[1]
+
+
+def _gs_blob(path: str):
+    bucket, _, name = path[len(GS):].partition("/")
+    if not bucket or not name:
+        raise ValueError("%s names no object (gs://BUCKET/OBJECT)" % path)
+    return _client().bucket(bucket).blob(name)
+
+
+def _gs_read(path: str) -> tuple[bytes, int] | None:
+    from google.api_core import exceptions
+    while True:
+        blob = _gs_blob(path)
+        try:
+            blob.reload()
+            generation = int(blob.generation)
+            return blob.download_as_bytes(
+                if_generation_match=generation), generation
+        except exceptions.NotFound:
+            return None
+        except exceptions.PreconditionFailed:
+            continue  # replaced between the two requests: read the new one
+
+
+def _gs_upload(path: str, data: bytes, generation: int) -> bool:
+    from google.api_core import exceptions
+    from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
+
+    retried: list[Exception] = []
+
+    def retry_if_transient(error: Exception) -> bool:
+        if _should_retry(error):
+            retried.append(error)
+            return True
+        return False
+
+    try:
+        _gs_blob(path).upload_from_string(
+            data, content_type="application/octet-stream",
+            if_generation_match=generation,
+            retry=DEFAULT_RETRY.with_predicate(retry_if_transient))
+    except exceptions.PreconditionFailed:
+        if not retried:
+            return False
+        # A retry may meet the object its lost first attempt wrote.
+        now = _gs_read(path)
+        return now is not None and now[0] == data
+    return True
