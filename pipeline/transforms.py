@@ -31,12 +31,13 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.metrics import Metrics
 
 import tfrecord_schema as schema
+from ndjson_format import Limits, Reject, check_line, file_class
 from pipeline import sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.atomic_files import publish, temp_path, tfrecord_frame, write_atomically
 from pipeline.example import drawing_example
-from pipeline.parse import Reject, normalize_many, parse_drawing
+from pipeline.parse import normalize_many
 from pipeline.raster import rasterize
 from pipeline.tft_analysis import to_record_batch
 
@@ -65,8 +66,8 @@ class _ReadUnit(beam.DoFn):
         self._work_dir = work_dir
         self._seed = seed
         self._wanted = wanted
-        self._max_points = max_points
         self._max_bytes = max_bytes
+        self._limits = Limits(max_points=max_points, max_bytes=max_bytes)
         self._recognized_only = recognized_only
         self._classes = frozenset(classes) if classes else None
 
@@ -82,13 +83,14 @@ class _ReadUnit(beam.DoFn):
         prune_at = 2 * self._wanted + 1000
         for r in ranges:
             lines = 0
+            expected_word = file_class(r.path)
             try:
                 for offset, line in sources.read_lines(r, self._max_bytes):
                     lines += 1
                     self._read.inc()
-                    try:
-                        d = parse_drawing(line, self._max_points, self._max_bytes)
-                    except Reject as reject:
+                    d = check_line(line, self._limits, expected_word)
+                    if isinstance(d, Reject):
+                        reject = d
                         counts[(reject.word, stats_lib.READ)] += 1
                         counts[(reject.word, stats_lib.REJECTED + reject.reason)] += 1
                         yield beam.pvalue.TaggedOutput(REJECTS, _reject(r, lines, reject.reason, line))

@@ -167,7 +167,7 @@ def test_transform_graph_gives_parse_line_ink_and_length_stats(tmp_path, shared_
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from pipeline.parse import parse_drawing
+    from ndjson_format import check_line
     out = tmp_path / "out"
     run_lib.run(["--input=%s" % shared_sample, "--output=%s" % out, "--classes=cat,dog,fish,tree",
                  "--train_observations_per_class=20", "--eval_observations_per_class=5"])
@@ -184,7 +184,7 @@ def test_transform_graph_gives_parse_line_ink_and_length_stats(tmp_path, shared_
 
     output = tft.TFTransformOutput(str(out / schema.TRANSFORM_DIR))
     lines = real_lines[::8]
-    points = [parse_drawing(l).points for l in lines]
+    points = [check_line(l).points for l in lines]
     def sparse(col):
         idx = [[i, j] for i, p in enumerate(points) for j in range(len(p))]
         vals = np.concatenate([p[:, col] for p in points])

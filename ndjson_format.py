@@ -1,0 +1,344 @@
+"""The Quick, Draw! ndjson format and its one validator.
+
+Every reader of drawings (the pipeline, ``render``, ``predict``, serving) goes
+through ``check_line`` or ``check_strokes``, so they accept and refuse exactly
+the same lines, for the same named reasons. The validator is total: any bytes
+become a ``Drawing`` or a ``Reject``; it never raises. It imports neither Beam
+nor TensorFlow, so the trainer and the serving code can use it too.
+
+A line is a JSON object with a ``word`` (the class) and a ``drawing``: a list
+of strokes, each ``[[x...], [y...]]`` (simplified format) or
+``[[x...], [y...], [t...]]`` (raw format; ``t`` is not used). The checks run in
+the order of ``REASONS``; the first failing one names the reject.
+"""
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import numpy as np
+import orjson
+
+
+class Limits(NamedTuple):
+    """Caps on one line; 0 means no cap. Bytes are checked before parsing and
+    points before any array is built, so an oversized line costs little."""
+
+    max_points: int = 10000
+    max_bytes: int = 1_000_000
+    max_strokes: int = 0
+
+
+class Drawing(NamedTuple):
+    """One valid drawing. ``points`` keeps the absolute coordinates so that the
+    ink, the raster and the tf.Transform input can all be derived later."""
+
+    word: str
+    key_id: str
+    countrycode: str
+    recognized: bool
+    timestamp: str
+    points: np.ndarray  # float32 [n, 3]: x, y, 1.0 on the last point of a stroke
+
+
+class Reject(NamedTuple):
+    """A line that is not a valid drawing. ``word`` is the class the line
+    counts towards: its own valid word, else the class of its file, else None."""
+
+    reason: str
+    word: str | None = None
+
+
+# Reject reasons, in the order the checks run.
+TOO_MANY_BYTES = "too_many_bytes"
+BLANK_LINE = "blank_line"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_WORD = "missing_word"
+BAD_WORD = "bad_word"
+WRONG_CLASS = "wrong_class"
+BAD_KEY_ID = "bad_key_id"
+BAD_METADATA = "bad_metadata"
+MISSING_DRAWING = "missing_drawing"
+BAD_DRAWING = "bad_drawing"
+EMPTY_DRAWING = "empty_drawing"
+TOO_MANY_STROKES = "too_many_strokes"
+BAD_STROKE = "bad_stroke"
+EMPTY_STROKE = "empty_stroke"
+XY_LENGTH_MISMATCH = "xy_length_mismatch"
+TOO_MANY_POINTS = "too_many_points"
+SINGLE_POINT = "single_point"
+NON_NUMERIC = "non_numeric_coordinate"
+NON_FINITE = "non_finite_coordinate"
+
+REASONS: dict[str, str] = {
+    TOO_MANY_BYTES: "the line is longer than max_bytes",
+    BLANK_LINE: "the line is empty or only whitespace",
+    INVALID_UTF8: "the line is not valid UTF-8",
+    INVALID_JSON: "the line is not JSON (or is nested more than 1,024 levels deep)",
+    NOT_AN_OBJECT: "the JSON value is not an object",
+    MISSING_WORD: "no 'word', or it is not a string, or it is blank",
+    BAD_WORD: "'word' has a non-printable character (control, newline, lone surrogate, ...) "
+              "or leading/trailing whitespace",
+    WRONG_CLASS: "'word' is not the class the file is named after",
+    BAD_KEY_ID: "'key_id' is neither a string nor an integer, or is not valid text",
+    BAD_METADATA: "'countrycode' or 'timestamp' is not a string, or 'recognized' not a boolean",
+    MISSING_DRAWING: "no 'drawing'",
+    BAD_DRAWING: "'drawing' is not a list",
+    EMPTY_DRAWING: "'drawing' has no stroke",
+    TOO_MANY_STROKES: "more strokes than max_strokes",
+    BAD_STROKE: "a stroke is not [[x...], [y...]] or [[x...], [y...], [t...]]",
+    EMPTY_STROKE: "a stroke has no point",
+    XY_LENGTH_MISMATCH: "a stroke has different numbers of x and y",
+    TOO_MANY_POINTS: "more points than max_points",
+    SINGLE_POINT: "the drawing has fewer than two points",
+    NON_NUMERIC: "a coordinate is not a number (a string, boolean, null, list or object)",
+    NON_FINITE: "a coordinate is NaN or infinite, or overflows float32",
+}
+
+# The 345 categories of the Quick, Draw! dataset, as spelled in its file names
+# and in the ``word`` of its drawings.
+CATEGORIES: frozenset[str] = frozenset("""\
+The Eiffel Tower|The Great Wall of China|The Mona Lisa|aircraft carrier|airplane|alarm clock|\
+ambulance|angel|animal migration|ant|anvil|apple|arm|asparagus|axe|backpack|banana|bandage|barn|\
+baseball bat|baseball|basket|basketball|bat|bathtub|beach|bear|beard|bed|bee|belt|bench|bicycle|\
+binoculars|bird|birthday cake|blackberry|blueberry|book|boomerang|bottlecap|bowtie|bracelet|brain|\
+bread|bridge|broccoli|broom|bucket|bulldozer|bus|bush|butterfly|cactus|cake|calculator|calendar|\
+camel|camera|camouflage|campfire|candle|cannon|canoe|car|carrot|castle|cat|ceiling fan|cell phone|\
+cello|chair|chandelier|church|circle|clarinet|clock|cloud|coffee cup|compass|computer|cookie|cooler|\
+couch|cow|crab|crayon|crocodile|crown|cruise ship|cup|diamond|dishwasher|diving board|dog|dolphin|\
+donut|door|dragon|dresser|drill|drums|duck|dumbbell|ear|elbow|elephant|envelope|eraser|eye|\
+eyeglasses|face|fan|feather|fence|finger|fire hydrant|fireplace|firetruck|fish|flamingo|flashlight|\
+flip flops|floor lamp|flower|flying saucer|foot|fork|frog|frying pan|garden hose|garden|giraffe|\
+goatee|golf club|grapes|grass|guitar|hamburger|hammer|hand|harp|hat|headphones|hedgehog|helicopter|\
+helmet|hexagon|hockey puck|hockey stick|horse|hospital|hot air balloon|hot dog|hot tub|hourglass|\
+house plant|house|hurricane|ice cream|jacket|jail|kangaroo|key|keyboard|knee|knife|ladder|lantern|\
+laptop|leaf|leg|light bulb|lighter|lighthouse|lightning|line|lion|lipstick|lobster|lollipop|mailbox|\
+map|marker|matches|megaphone|mermaid|microphone|microwave|monkey|moon|mosquito|motorbike|mountain|\
+mouse|moustache|mouth|mug|mushroom|nail|necklace|nose|ocean|octagon|octopus|onion|oven|owl|\
+paint can|paintbrush|palm tree|panda|pants|paper clip|parachute|parrot|passport|peanut|pear|peas|\
+pencil|penguin|piano|pickup truck|picture frame|pig|pillow|pineapple|pizza|pliers|police car|pond|\
+pool|popsicle|postcard|potato|power outlet|purse|rabbit|raccoon|radio|rain|rainbow|rake|\
+remote control|rhinoceros|rifle|river|roller coaster|rollerskates|sailboat|sandwich|saw|saxophone|\
+school bus|scissors|scorpion|screwdriver|sea turtle|see saw|shark|sheep|shoe|shorts|shovel|sink|\
+skateboard|skull|skyscraper|sleeping bag|smiley face|snail|snake|snorkel|snowflake|snowman|\
+soccer ball|sock|speedboat|spider|spoon|spreadsheet|square|squiggle|squirrel|stairs|star|steak|\
+stereo|stethoscope|stitches|stop sign|stove|strawberry|streetlight|string bean|submarine|suitcase|\
+sun|swan|sweater|swing set|sword|syringe|t-shirt|table|teapot|teddy-bear|telephone|television|\
+tennis racquet|tent|tiger|toaster|toe|toilet|tooth|toothbrush|toothpaste|tornado|tractor|\
+traffic light|train|tree|triangle|trombone|truck|trumpet|umbrella|underwear|van|vase|violin|\
+washing machine|watermelon|waterslide|whale|wheel|windmill|wine bottle|wine glass|wristwatch|yoga|\
+zebra|zigzag""".split("|"))
+
+# File name endings of ndjson input, longest first.
+NDJSON_SUFFIXES = (".ndjson.gz", ".jsonl.gz", ".ndjson", ".jsonl", ".json")
+
+# The largest float64 magnitude that rounds to a finite float32: 2**128 - 2**103.
+_FLOAT32_LIMIT = float(2 ** 128 - 2 ** 103)
+
+
+def file_class(path: str) -> str | None:
+    """The class a file is named after, or None.
+
+    A file is a class file when its name, less ``.ndjson``/``.jsonl``/``.json``
+    (and ``.gz``), is one of the dataset's 345 category names exactly
+    (``cat.ndjson.gz``, ``The Eiffel Tower.ndjson``): every line must then be a
+    drawing of that class. Any other name (``mixed.ndjson``, ``drawings.ndjson``,
+    ``Cat.ndjson``) holds drawings of any classes.
+    """
+    name = path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in NDJSON_SUFFIXES:
+        if name.endswith(suffix):
+            stem = name[:-len(suffix)]
+            return stem if stem in CATEGORIES else None
+    return None
+
+
+def check_line(line: bytes | str, limits: Limits = Limits(),
+               expected_word: str | None = None) -> Drawing | Reject:
+    """One ndjson line -> a ``Drawing``, or a ``Reject`` with its reason; never raises.
+
+    ``expected_word`` is the class of the line's file (``file_class``): a line
+    of another class is rejected as ``wrong_class`` instead of becoming a
+    drawing of a new class. A UTF-8 byte-order mark and surrounding whitespace
+    (Windows line endings) are accepted.
+    """
+    if not isinstance(line, bytes):
+        line = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
+    if limits.max_bytes and len(line) > limits.max_bytes:
+        return Reject(TOO_MANY_BYTES, expected_word)
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    line = line.strip()
+    if not line:
+        return Reject(BLANK_LINE, expected_word)
+    try:
+        sample = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        sample = _lenient_json(line, str(e))
+        if isinstance(sample, Reject):
+            return Reject(sample.reason, expected_word)
+    if type(sample) is not dict:
+        return Reject(NOT_AN_OBJECT, expected_word)
+
+    word = sample.get("word")
+    if type(word) is not str or not word.strip():
+        return Reject(MISSING_WORD, expected_word)
+    if not word.isprintable() or word.strip() != word:
+        return Reject(BAD_WORD, expected_word)
+    if expected_word is not None and word != expected_word:
+        return Reject(WRONG_CLASS, expected_word)
+
+    key_id = sample.get("key_id")
+    if key_id is None:
+        key_id = ""
+    elif type(key_id) is int:
+        key_id = str(key_id)
+    elif type(key_id) is not str or not _is_text(key_id):
+        return Reject(BAD_KEY_ID, word)
+    countrycode = sample.get("countrycode")
+    timestamp = sample.get("timestamp")
+    recognized = sample.get("recognized")
+    if not (_optional_text(countrycode) and _optional_text(timestamp)
+            and (recognized is None or type(recognized) is bool)):
+        return Reject(BAD_METADATA, word)
+
+    strokes = sample.get("drawing")
+    if strokes is None:
+        return Reject(MISSING_DRAWING, word)
+    points = _points(strokes, limits, _only_numbers_follow_drawing(line))
+    if type(points) is str:
+        return Reject(points, word)
+    return Drawing(word, key_id, countrycode or "", recognized is True, timestamp or "", points)
+
+
+def check_strokes(strokes: object, limits: Limits = Limits()) -> np.ndarray | Reject:
+    """A decoded ``drawing`` value -> float32 ``[n, 3]`` points (x, y, 1.0 at a
+    stroke's end), or a ``Reject`` (without a word); never raises."""
+    if strokes is None:
+        return Reject(MISSING_DRAWING)
+    points = _points(strokes, limits, False)
+    return Reject(points) if type(points) is str else points
+
+
+def _lenient_json(line: bytes, error: str):
+    """Reads what orjson refuses but Python's json reads (NaN, Infinity, numbers
+    that overflow a double, lone surrogates), so that such lines get a precise
+    reason later; a ``Reject`` for the rest. Lines nested too deeply for orjson
+    never reach Python's recursive parser."""
+    if "depth" in error:
+        return Reject(INVALID_JSON)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return Reject(INVALID_UTF8)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return Reject(INVALID_JSON)
+
+
+def _is_text(s: str) -> bool:
+    """True when ``s`` can be written as UTF-8 (no lone surrogate)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _optional_text(value: object) -> bool:
+    return value is None or (type(value) is str and _is_text(value))
+
+
+def _points(strokes: object, limits: Limits, numbers_only: bool) -> np.ndarray | str:
+    """The validated points of a ``drawing`` value, or the reason it is not one.
+
+    The point count is checked before each stroke's coordinates are copied, so
+    a line of millions of points is refused having copied at most max_points.
+    """
+    if type(strokes) is not list:
+        return BAD_DRAWING
+    if not strokes:
+        return EMPTY_DRAWING
+    if limits.max_strokes and len(strokes) > limits.max_strokes:
+        return TOO_MANY_STROKES
+    max_points = limits.max_points
+    n = 0
+    xs: list = []
+    ys: list = []
+    ends: list[int] = []
+    for stroke in strokes:
+        if type(stroke) is not list or len(stroke) not in (2, 3):
+            return BAD_STROKE
+        x, y = stroke[0], stroke[1]
+        if type(x) is not list or type(y) is not list:
+            return BAD_STROKE
+        if not x:
+            return EMPTY_STROKE
+        if len(x) != len(y):
+            return XY_LENGTH_MISMATCH
+        n += len(x)
+        if max_points and n > max_points:
+            return TOO_MANY_POINTS
+        xs += x
+        ys += y
+        ends.append(n - 1)
+    if n < 2:
+        return SINGLE_POINT
+    if not numbers_only and not _all_numbers(xs, ys):
+        return NON_NUMERIC
+    try:
+        xy = np.array((xs, ys))
+    except (ValueError, TypeError, OverflowError):
+        return NON_NUMERIC  # a coordinate that is a list
+    if xy.ndim != 2:
+        return NON_NUMERIC
+    kind = xy.dtype.kind
+    if kind == "O":  # integers beyond 64 bits, only from Python's json
+        try:
+            xy = xy.astype(np.float64)
+        except OverflowError:
+            return NON_FINITE
+        except (TypeError, ValueError):
+            return NON_NUMERIC
+        kind = "f"
+    if kind == "f":
+        if not (xy.max() < _FLOAT32_LIMIT and xy.min() > -_FLOAT32_LIMIT):
+            return NON_FINITE  # NaN fails both comparisons
+    elif kind not in "iu":
+        return NON_NUMERIC
+    points = np.zeros((n, 3), dtype=np.float32)
+    points[:, 0:2] = xy.T
+    points[ends, 2] = 1.0
+    return points
+
+
+_NUMERIC_JSON = b"[],:-+.0123456789eE \t\r\n}"
+
+
+def _only_numbers_follow_drawing(line: bytes) -> bool:
+    """Fast path: when ``drawing`` is the top-level object's last key (as in the
+    dataset) and only number characters follow it, no coordinate can be a
+    string, boolean or null. The key is a real top-level key when an unescaped
+    quote opens it (after ``{`` or ``,``) and the only ``}`` after it closes the line."""
+    at = line.rfind(b'"drawing"')
+    if at <= 0 or line[max(0, at - 16):at].rstrip()[-1:] not in (b",", b"{"):
+        return False
+    tail = line[at + 9:]
+    return (tail.lstrip().startswith(b":") and not tail.translate(None, _NUMERIC_JSON)
+            and tail.count(b"}") == 1)
+
+
+def _all_numbers(xs: list, ys: list) -> bool:
+    """True when every coordinate is an int or float (bool excluded): numpy
+    would otherwise turn ``"12"`` or ``true`` into a number silently."""
+    for values in (xs, ys):
+        for v in values:
+            t = type(v)
+            if t is not int and t is not float:
+                return False
+    return True
