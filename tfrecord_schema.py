@@ -13,7 +13,8 @@ SHAPE = "shape"              # int64 [length, 3]
 CLASS_INDEX = "class_index"  # int64, line number in the classes file
 
 # Metadata kept from the ndjson record (the data notebook's choice).
-KEY_ID = "key_id"            # int64
+KEY_ID = "key_id"            # int64, when the key_id is a canonical decimal in [0, 2**63)
+KEY_ID_TEXT = "key_id_text"  # bytes, the key_id exactly as given, when it is not
 WORD = "word"                # bytes
 COUNTRYCODE = "countrycode"  # bytes
 RECOGNIZED = "recognized"    # int64, 0 or 1
@@ -63,6 +64,25 @@ def shard_pattern(split: str) -> str:
     return SPLIT_PREFIX[split] + "-?????-of-?????"
 
 
+# ``key_id`` of a record whose key_id is stored as text (``key_id_text``).
+NO_INT_KEY_ID = -1
+
+
+def key_id_int(key_id: str) -> int | None:
+    """The int64 form of a key_id, or None when storing it as an integer would
+    change it (leading zeros, a sign, non-ASCII digits, 2**63 or more): such
+    key_ids go to ``key_id_text`` exactly as given."""
+    if not (key_id.isascii() and key_id.isdigit()) or (key_id[0] == "0" and len(key_id) > 1):
+        return None
+    value = int(key_id)
+    return value if value < 1 << 63 else None
+
+
+def key_id_of(int_value: int, text_value: bytes) -> str:
+    """The key_id as given in the ndjson, from the two parsed features."""
+    return str(int_value) if int_value != NO_INT_KEY_ID else text_value.decode("utf-8")
+
+
 def feature_spec(tf, with_metadata: bool = False) -> dict:
     """The tutorial's parsing spec; ``tf`` is passed in so this module stays
     importable without TensorFlow (the Beam workers' launcher may lack it)."""
@@ -73,7 +93,8 @@ def feature_spec(tf, with_metadata: bool = False) -> dict:
     }
     if with_metadata:
         spec.update({
-            KEY_ID: tf.io.FixedLenFeature([1], dtype=tf.int64),
+            KEY_ID: tf.io.FixedLenFeature([1], dtype=tf.int64, default_value=[NO_INT_KEY_ID]),
+            KEY_ID_TEXT: tf.io.FixedLenFeature([1], dtype=tf.string, default_value=[b""]),
             WORD: tf.io.FixedLenFeature([1], dtype=tf.string),
             COUNTRYCODE: tf.io.FixedLenFeature([1], dtype=tf.string),
             RECOGNIZED: tf.io.FixedLenFeature([1], dtype=tf.int64),

@@ -94,11 +94,6 @@ def timestamp_seconds(text: str) -> int:
         return 0
 
 
-def key_id_int(key_id: str) -> int:
-    """The dataset's key_id is a decimal string; anything else is stored as 0."""
-    return int(key_id) if key_id.isdigit() and len(key_id) <= 18 else 0
-
-
 def _entry(name: str, feature: bytes) -> bytes:
     """One ``map<string, Feature>`` entry of Features."""
     return _field(1, _key(name) + _field(2, feature))
@@ -120,6 +115,14 @@ def _int64_entry(name: str, value: int) -> bytes:
     feature = b"\x1a" + _ONE_BYTE[len(inner)] + inner
     entry = key + b"\x12" + _ONE_BYTE[len(feature)] + feature
     return b"\x0a" + _ONE_BYTE[len(entry)] + entry
+
+
+def _key_id_entry(key_id: str) -> bytes:
+    """``key_id`` as int64 when that keeps it exactly, else ``key_id_text``."""
+    value = schema.key_id_int(key_id)
+    if value is None:
+        return _entry(schema.KEY_ID_TEXT, bytes_feature([key_id.encode("utf-8")]))
+    return _int64_entry(schema.KEY_ID, value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -146,7 +149,7 @@ def drawing_example(ink: np.ndarray, class_index: int, word: str, key_id: str,
         _constant_entry(schema.COUNTRYCODE, "bytes", countrycode),
         _entry(schema.IMG_64, int64_feature(img_64.reshape(-1))) if img_64 is not None else b"",
         _ink_entry(ink),
-        _int64_entry(schema.KEY_ID, key_id_int(key_id)),
+        _key_id_entry(key_id),
         _constant_entry(schema.RECOGNIZED, "int64", int(recognized)),
         _shape_entry(len(ink)),
         _int64_entry(schema.TIMESTAMP, timestamp_seconds(timestamp)),
