@@ -166,21 +166,9 @@ def check_line(line: bytes | str, limits: Limits = Limits(),
     """
     if not isinstance(line, bytes):
         line = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
-    if limits.max_bytes and len(line) > limits.max_bytes:
-        return Reject(TOO_MANY_BYTES, expected_word)
-    if line.startswith(b"\xef\xbb\xbf"):
-        line = line[3:]
-    line = line.strip()
-    if not line:
-        return Reject(BLANK_LINE, expected_word)
-    try:
-        sample = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        sample = _lenient_json(line, str(e))
-        if isinstance(sample, Reject):
-            return Reject(sample.reason, expected_word)
+    sample = _load(line, limits)
     if type(sample) is not dict:
-        return Reject(NOT_AN_OBJECT, expected_word)
+        return Reject(sample.reason, expected_word)
 
     word = sample.get("word")
     if type(word) is not str or not word.strip():
@@ -211,6 +199,32 @@ def check_line(line: bytes | str, limits: Limits = Limits(),
     if type(points) is str:
         return Reject(points, word)
     return Drawing(word, key_id, countrycode or "", recognized is True, timestamp or "", points)
+
+
+def load_line(line: bytes | str, limits: Limits = Limits()) -> dict | Reject:
+    """The line-level rules alone: one line -> its JSON object, or a ``Reject``
+    (too_many_bytes ... not_an_object); never raises. For readers whose lines
+    need not name a class (``predict``), followed by ``check_strokes``."""
+    if not isinstance(line, bytes):
+        line = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
+    return _load(line, limits)
+
+
+def _load(line: bytes, limits: Limits) -> dict | Reject:
+    if limits.max_bytes and len(line) > limits.max_bytes:
+        return Reject(TOO_MANY_BYTES)
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    line = line.strip()
+    if not line:
+        return Reject(BLANK_LINE)
+    try:
+        sample = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        sample = _lenient_json(line, str(e))
+        if type(sample) is Reject:
+            return sample
+    return sample if type(sample) is dict else Reject(NOT_AN_OBJECT)
 
 
 def check_strokes(strokes: object, limits: Limits = Limits()) -> np.ndarray | Reject:

@@ -19,21 +19,23 @@ import glob
 import gzip
 import random
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 from PIL import Image, ImageDraw, ImageFont
 
 import tfrecord_schema as schema
+from ndjson_format import Limits, Reject, check_line, file_class
 
 Stroke = tuple[np.ndarray, np.ndarray]
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json")
 SUPERSAMPLE = 4       # strokes are drawn this much larger, then box-filtered
 MIN_CELL = 32
+NOT_RECOGNIZED = "not_recognized"  # skipped by --recognized_only, not a bad line
 
 
 class RenderError(Exception):
@@ -95,59 +97,33 @@ def _open_binary(path: Path):
 
 # --- ndjson ------------------------------------------------------------------
 
-def strokes_from_json(drawing: object) -> list[Stroke]:
-    """The ``drawing`` field (``[[x...], [y...](, [t...])]`` per stroke) as
-    float arrays; ``ValueError`` says what is wrong with it."""
-    if not isinstance(drawing, list) or not drawing:
-        raise ValueError("drawing is empty or not a list")
-    strokes = []
-    for stroke in drawing:
-        if not isinstance(stroke, list) or len(stroke) < 2:
-            raise ValueError("stroke is not [x, y(, t)]")
-        try:
-            x = np.asarray(stroke[0], dtype=np.float64)
-            y = np.asarray(stroke[1], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError("stroke coordinates are not numbers") from None
-        if x.ndim != 1 or x.shape != y.shape:
-            raise ValueError("stroke has different numbers of x and y")
-        strokes.append((x, y))
-    if not any(len(x) for x, _ in strokes):
-        raise ValueError("drawing has no points")
-    return strokes
+def points_to_strokes(points: np.ndarray) -> list[Stroke]:
+    """Strokes from validated points (x, y, 1.0 on the last point of a stroke)."""
+    ends = np.flatnonzero(points[:, 2]) + 1
+    xy = points[:, :2].astype(np.float64)
+    return [(s[:, 0], s[:, 1]) for s in np.split(xy, ends[:-1])]
 
 
-def read_ndjson(path: Path, rejects: collections.Counter,
-                recognized_only: bool) -> Iterator[Candidate]:
-    """The drawings of one ndjson file; unreadable lines are counted in
-    ``rejects`` by reason."""
+def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
+                limits: Limits = Limits()) -> Iterator[Candidate]:
+    """The drawings of one ndjson file, validated as the pipeline does
+    (``ndjson_format``); other lines are counted in ``rejects`` by reason,
+    blank lines skipped."""
+    expected_word = file_class(str(path))
     try:
         with _open_binary(path) as f:
             for line in f:
                 if not line.strip():
                     continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    rejects["invalid json"] += 1
+                drawing = check_line(line, limits, expected_word)
+                if isinstance(drawing, Reject):
+                    rejects[drawing.reason] += 1
                     continue
-                if not isinstance(record, dict):
-                    rejects["not a json object"] += 1
+                if recognized_only and not drawing.recognized:
+                    rejects[NOT_RECOGNIZED] += 1
                     continue
-                word = record.get("word")
-                if not isinstance(word, str) or not word:
-                    rejects["no word"] += 1
-                    continue
-                if recognized_only and record.get("recognized") is not True:
-                    rejects["not recognized"] += 1
-                    continue
-                try:
-                    strokes = strokes_from_json(record.get("drawing"))
-                except ValueError as e:
-                    rejects[str(e)] += 1
-                    continue
-                yield Candidate(word, lambda s=strokes: s)
-    except (OSError, EOFError) as e:
+                yield Candidate(drawing.word, lambda p=drawing.points: points_to_strokes(p))
+    except (OSError, EOFError, zlib.error) as e:
         raise RenderError("cannot read %s: %s" % (path, e)) from None
 
 
@@ -210,7 +186,7 @@ def read_tfrecords(path: Path, rejects: collections.Counter,
             if recognized_only and (
                     schema.RECOGNIZED not in feature
                     or list(feature[schema.RECOGNIZED].int64_list.value) != [1]):
-                rejects["not recognized"] += 1
+                rejects[NOT_RECOGNIZED] += 1
                 continue
             word = _word_of(feature, classes)
             if word is None:
@@ -324,7 +300,7 @@ def mosaic(drawings: Sequence[Drawing], rows: int, cols: int,
 
 def render(input_pattern: str, output: str, rows: int = 5, cols: int = 5,
            cell: int = 128, seed: int = 0, classes: Sequence[str] | None = None,
-           recognized_only: bool = False) -> dict:
+           recognized_only: bool = False, limits: Limits = Limits()) -> dict:
     """Writes the mosaic PNG; returns what was drawn and what was skipped.
     Raises ``RenderError`` when there is nothing to draw."""
     files = resolve_inputs(input_pattern)
@@ -334,8 +310,10 @@ def render(input_pattern: str, output: str, rows: int = 5, cols: int = 5,
 
     def candidates() -> Iterator[Candidate]:
         for path in files:
-            read = read_ndjson if is_ndjson(path) else read_tfrecords
-            yield from read(path, rejects, recognized_only)
+            if is_ndjson(path):
+                yield from read_ndjson(path, rejects, recognized_only, limits)
+            else:
+                yield from read_tfrecords(path, rejects, recognized_only)
 
     wanted = set(classes) if classes else None
     drawings, seen = pick(candidates(), rows * cols, seed, wanted)
@@ -379,6 +357,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="which drawings are picked")
     parser.add_argument("--recognized_only", action="store_true",
                         help="skip drawings the game did not recognise")
+    parser.add_argument("--max_points", type=_positive(0), default=Limits().max_points,
+                        help="skip ndjson drawings with more points (0: no cap)")
+    parser.add_argument("--max_bytes", type=_positive(0), default=Limits().max_bytes,
+                        help="skip longer ndjson lines (0: no cap)")
     args = parser.parse_args(argv)
     if args.classes:
         args.classes = [c.strip() for arg in args.classes
@@ -390,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = render(args.input, args.output, args.rows, args.cols,
-                        args.cell, args.seed, args.classes, args.recognized_only)
+                        args.cell, args.seed, args.classes, args.recognized_only,
+                        Limits(max_points=args.max_points, max_bytes=args.max_bytes))
     except RenderError as e:
         print("quickdraw-render: error: %s" % e, file=sys.stderr)
         return 2

@@ -1,10 +1,13 @@
 """``python -m trainer.predict``: top-k classes of ndjson drawings with an export.
 
 Reads Quick, Draw! ndjson (simplified or raw: float coordinates and a third
-time array are fine) from a file or stdin and prints one JSON line per
-drawing. With ``--target`` it applies the game's rule: the drawing is
+time array are fine) from a file or stdin and prints one JSON line per input
+line, in order. With ``--target`` it applies the game's rule: the drawing is
 accepted when the target class's probability exceeds ``--threshold``.
-Lines that are not drawings are reported on stderr and skipped.
+Lines are checked by ``ndjson_format`` (the pipeline's rules and reason names;
+``word`` and the other metadata are optional here and only echoed): a bad line
+gets an error record ``{"line", "error": reason, "message"}`` and the others
+are still predicted. Blank lines are skipped.
 """
 from __future__ import annotations
 
@@ -15,34 +18,20 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ndjson_format import REASONS, Limits, Reject, check_strokes, load_line
 from trainer.errors import TrainerError
 
 BATCH = 64
+_ECHOED = ("key_id", "word")
 
 
-def drawing_points(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Absolute x, y and end-of-stroke flags of a drawing's points."""
-    strokes = record.get("drawing") if isinstance(record, dict) else None
-    if not isinstance(strokes, list) or not strokes:
-        raise ValueError("no 'drawing' list of strokes")
-    xs, ys, ends = [], [], []
-    for stroke in strokes:
-        if not isinstance(stroke, list) or len(stroke) < 2 or len(stroke[0]) != len(stroke[1]):
-            raise ValueError("a stroke is not [[x...], [y...]] of equal lengths")
-        if not stroke[0]:
-            raise ValueError("a stroke has no points")
-        xs.extend(stroke[0])
-        ys.extend(stroke[1])
-        ends.extend([0.0] * (len(stroke[0]) - 1) + [1.0])
-    if len(xs) < 2:
-        raise ValueError("a drawing needs at least two points")
-    try:
-        x, y = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
-    except (TypeError, ValueError):
-        raise ValueError("coordinates must be numbers")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("coordinates must be finite")
-    return x, y, np.asarray(ends, np.float32)
+def drawing_points(record: dict, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Absolute x, y and end-of-stroke flags of a record's drawing; ``ValueError``
+    with the reject reason when it is not a valid drawing."""
+    points = check_strokes(record.get("drawing") if isinstance(record, dict) else None, limits)
+    if isinstance(points, Reject):
+        raise ValueError(points.reason)
+    return points[:, 0], points[:, 1], points[:, 2]
 
 
 class Predictor:
@@ -80,56 +69,67 @@ def rank(probabilities: np.ndarray, classes: list[str], top_k: int,
     return answer
 
 
-def read_lines(path: str) -> Iterator[str]:
+def read_lines(path: str) -> Iterator[bytes]:
+    """Lines as bytes, so that a byte that is not UTF-8 is one bad line, not a crash."""
     if path == "-":
-        yield from sys.stdin
+        yield from sys.stdin.buffer
         return
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             yield from f
     except OSError as e:
         raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from e
 
 
-def predict_lines(predictor: Predictor, lines: Iterable[str], top_k: int = 3,
+def _echo(record: dict) -> dict:
+    """The record's key_id and word, when they are plain values."""
+    return {k: record[k] for k in _ECHOED if type(record.get(k)) in (str, int)}
+
+
+def predict_lines(predictor: Predictor, lines: Iterable[bytes | str], top_k: int = 3,
                   target: str | None = None, threshold: float = 0.5,
-                  out=sys.stdout, err=sys.stderr) -> tuple[int, int]:
-    """Prints a JSON answer per drawing; returns (drawings predicted, lines rejected)."""
+                  out=sys.stdout, err=sys.stderr, limits: Limits = Limits()) -> tuple[int, int]:
+    """Prints a JSON record per non-blank line (an answer or an error), in input
+    order; returns (drawings predicted, lines rejected). Answers are written
+    batch by batch, so a later failure never loses them."""
     if target is not None and target not in predictor.classes:
         raise TrainerError("unknown --target %r: the model knows %d classes (e.g. %s)"
                            % (target, len(predictor.classes), ", ".join(predictor.classes[:5])))
     done = rejected = 0
-    pending: list[tuple[dict, tuple]] = []
+    pending: list[tuple[dict, np.ndarray | None]] = []
 
     def flush():
         nonlocal done
-        if not pending:
-            return
-        probabilities = predictor.probabilities([points for _, points in pending])
-        for (meta, _), p in zip(pending, probabilities):
-            meta.update(rank(p, predictor.classes, top_k, target, threshold))
+        drawings = [(p[:, 0], p[:, 1], p[:, 2]) for _, p in pending if p is not None]
+        probabilities = iter(predictor.probabilities(drawings) if drawings else ())
+        for meta, points in pending:
+            if points is not None:
+                meta.update(rank(next(probabilities), predictor.classes, top_k, target, threshold))
             out.write(json.dumps(meta) + "\n")
-        done += len(pending)
+        out.flush()
+        done += len(drawings)
         pending.clear()
 
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise ValueError("not JSON (%s)" % e) from e
-            points = drawing_points(record)
-        except ValueError as e:
+        record = load_line(line, limits)
+        points = record if isinstance(record, Reject) else check_strokes(record.get("drawing"), limits)
+        meta = {"line": number}
+        if not isinstance(record, Reject):
+            meta.update(_echo(record))
+        if isinstance(points, Reject):
             rejected += 1
-            err.write("line %d rejected: %s\n" % (number, e))
-            continue
-        meta = {k: record[k] for k in ("key_id", "word") if k in record}
-        pending.append((meta, points))
+            meta.update(error=points.reason, message=REASONS[points.reason])
+            pending.append((meta, None))
+        else:
+            pending.append((meta, points))
         if len(pending) == BATCH:
             flush()
     flush()
+    if rejected:
+        err.write("%d drawings predicted, %d lines rejected (records with \"error\")\n"
+                  % (done, rejected))
     return done, rejected
 
 
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="class the player was asked to draw")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="probability above which the target counts as recognised")
+    p.add_argument("--max_points", type=int, default=Limits().max_points,
+                   help="reject drawings with more points (0: no cap)")
+    p.add_argument("--max_bytes", type=int, default=Limits().max_bytes,
+                   help="reject longer lines (0: no cap)")
     return p
 
 
@@ -151,15 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.top_k <= 0:
             raise TrainerError("--top_k must be positive")
+        if args.max_points < 0 or args.max_bytes < 0:
+            raise TrainerError("--max_points and --max_bytes must be 0 (no cap) or more")
         predictor = Predictor(args.model)
         done, rejected = predict_lines(predictor, read_lines(args.input),
                                        min(args.top_k, len(predictor.classes)),
-                                       args.target, args.threshold)
+                                       args.target, args.threshold,
+                                       limits=Limits(max_points=args.max_points,
+                                                     max_bytes=args.max_bytes))
     except TrainerError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
-    if rejected:
-        print("%d drawings predicted, %d lines rejected" % (done, rejected), file=sys.stderr)
     return 0 if done or not rejected else 2
 
 
