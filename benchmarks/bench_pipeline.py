@@ -16,8 +16,14 @@ then, each in a child process of its own:
    per-class counts, for peak memory, which should not grow with the input.
 
 Peak memory is the largest resident set of the child itself (``getrusage``)
-and of its largest descendant, the DirectRunner's workers (``VmHWM``, see
-``PeakMemory``).
+and of its largest descendant, the DirectRunner's workers (``VmHWM``), and the
+largest sum over all of the run's processes (see ``PeakMemory``).
+
+Scale modes (``--scale``, ``--proportions``, ``--big_class N``): about
+1,400,000 drawings (``--drawings``), the baseline and the pipeline on all of
+them and the pipeline on half, either every drawing selected or the real
+dataset's 11 selected per 145 read per class; and the pipeline on N drawings
+per class against the same input with one class file ten times larger.
 """
 from __future__ import annotations
 
@@ -43,12 +49,14 @@ KEY_ID = re.compile(rb'"key_id":\s*"?(\d+)"?')
 
 # --- Input -------------------------------------------------------------------
 
-def write_input(source: Path, target: Path, per_class: int) -> int:
-    """``per_class`` lines per class file, cycling through the real ones and
-    giving each a fresh, unique ``key_id``; returns the number of drawings."""
+def write_input(source: Path, target: Path, per_class: int, big_factor: int = 1) -> int:
+    """``per_class`` lines per class file (``big_factor`` times as many in the
+    first one), cycling through the real ones and giving each a fresh, unique
+    ``key_id``; returns the number of drawings."""
     done = target / ".complete"
-    if done.is_file() and done.read_text() == str(per_class):
-        return per_class * len(list(target.glob("*.ndjson")))
+    tag = "%d x%d" % (per_class, big_factor)
+    if done.is_file() and done.read_text() == tag:
+        return sum(1 for p in target.glob("*.ndjson") for _ in open(p, "rb"))
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     sources = sorted(source.glob("*.ndjson"))
@@ -57,15 +65,15 @@ def write_input(source: Path, target: Path, per_class: int) -> int:
     for class_number, path in enumerate(sources):
         lines = [line for line in path.read_bytes().splitlines() if line.strip()]
         with open(target / path.name, "wb") as out:
-            for i in range(per_class):
+            for i in range(per_class * (big_factor if class_number == 0 else 1)):
                 key_id = b"%d%03d%07d" % (8, class_number, i)
                 line, found = KEY_ID.subn(b'"key_id":"' + key_id + b'"',
                                           lines[i % len(lines)], count=1)
                 if not found:
                     raise SystemExit("bench_pipeline: no key_id in a line of %s" % path)
                 out.write(line + b"\n")
-    done.write_text(str(per_class))
-    return per_class * len(sources)
+    done.write_text(tag)
+    return per_class * (len(sources) - 1 + big_factor)
 
 
 def split_counts(per_class: int) -> tuple[int, int, int]:
@@ -77,18 +85,26 @@ def split_counts(per_class: int) -> tuple[int, int, int]:
 # --- Child processes: one configuration each ---------------------------------
 
 class PeakMemory:
-    """Largest VmHWM (peak resident set) seen among this process's
-    descendants, sampled in a thread.
+    """Peak memory of this process and all its descendants, sampled in a thread.
 
+    ``peak_kib``: the largest VmHWM (peak resident set) of any one descendant.
     ``getrusage(RUSAGE_CHILDREN)`` is not enough: Linux charges a child that
     forks and execs with the parent's peak before the exec, so a worker (or a
     helper TensorFlow runs at import) started from a 600 MiB process reads as
     600 MiB; it also misses children that are never waited for. VmHWM belongs
     to the process's own address space after exec.
+
+    ``total_pss_kib`` and ``total_rss_kib``: the largest sum, over one sample,
+    of the proportional set size (shared pages split between the processes
+    that map them) and of the resident set of this process and every
+    descendant: the memory of the whole run. The RSS sum counts shared
+    libraries once per process, so it is an upper bound.
     """
 
     def __init__(self, interval: float = 0.25):
         self.peak_kib = 0
+        self.total_pss_kib = 0
+        self.total_rss_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, args=(interval,),
                                         daemon=True)
@@ -112,12 +128,33 @@ class PeakMemory:
                             parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
                     except (OSError, IndexError, ValueError):
                         continue
+            pss = rss = 0
             for pid in parents:
                 ancestor = parents.get(pid)
                 while ancestor not in (None, 0, 1, me):
                     ancestor = parents.get(ancestor)
                 if ancestor == me:
                     self.peak_kib = max(self.peak_kib, _vm_hwm_kib(pid))
+                if ancestor == me or pid == me:
+                    p, r = _pss_rss_kib(pid)
+                    pss += p
+                    rss += r
+            self.total_pss_kib = max(self.total_pss_kib, pss)
+            self.total_rss_kib = max(self.total_rss_kib, rss)
+
+
+def _pss_rss_kib(pid: int) -> tuple[int, int]:
+    pss = rss = 0
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -202,9 +239,10 @@ def run_child(kind: str, input_dir: Path, output_dir: Path,
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load_before"] = load  # other work on the machine skews the times
     print("    %.1f s, CPU %.0f s (main) + %.0f s (workers), peak RSS %.0f MiB (main), "
-          "%.0f MiB (largest worker)"
+          "%.0f MiB (largest worker), all processes %.0f MiB PSS (%.0f MiB RSS); load %.1f"
           % (result["seconds"], result["main_cpu_s"], result["workers_cpu_s"],
-             result["main_mib"], result["worker_mib"]), flush=True)
+             result["main_mib"], result["worker_mib"], result["total_pss_mib"],
+             result["total_rss_mib"], load), flush=True)
     return result
 
 
@@ -213,6 +251,8 @@ def child_main(args: argparse.Namespace) -> None:
         result = (child_baseline if args.child == "baseline" else child_pipeline)(args)
     result["main_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["worker_mib"] = peak.peak_kib / 1024
+    result["total_pss_mib"] = peak.total_pss_kib / 1024
+    result["total_rss_mib"] = peak.total_rss_kib / 1024
     result["children_rusage_mib"] = \
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result, default=str))
@@ -240,6 +280,76 @@ def time_stages(source: Path, workdir: Path, figures: dict) -> dict:
         "per_drawing_core_us": per_drawing_s * WORKERS / figures["drawings"] * 1e6,
         "baseline_per_drawing_us": figures["baseline_s"] / figures["drawings"] * 1e6,
     }
+
+
+# --- Scale modes ---------------------------------------------------------------
+
+def proportion_counts(per_class: int) -> tuple[int, int, int]:
+    """The real dataset's proportions: about 11 drawings selected (10 train,
+    1 eval) for every 145 read in a class."""
+    selected = max(2, per_class * 11 // 145)
+    train = selected * 10 // 11
+    return train, selected - train, 0
+
+
+def _summary(r: dict, drawings: int) -> dict:
+    return {"drawings": drawings, "seconds": r["seconds"], "drawings_per_s": drawings / r["seconds"],
+            "cpu_s": [r["main_cpu_s"], r["workers_cpu_s"]], "total_pss_mib": r["total_pss_mib"],
+            "total_rss_mib": r["total_rss_mib"], "main_mib": r["main_mib"],
+            "worker_mib": r["worker_mib"], "load_before": r["load_before"],
+            "selected": sum(r["stats"]["totals"]["selected"].values()) if "stats" in r else None}
+
+
+def scale_runs(source: Path, workdir: Path, drawings: int, classes: int, proportions: bool) -> dict:
+    """Baseline and pipeline on the full input, pipeline on half of it: every
+    drawing selected, or (``proportions``) the real dataset's 11 of 145."""
+    per_class = max(2, round(drawings / classes))
+    name = "prop" if proportions else "scale"
+    full, half = workdir / ("%s_input" % name), workdir / ("%s_input_half" % name)
+    n_full = write_input(source, full, per_class)
+    n_half = write_input(source, half, per_class // 2)
+    counts = proportion_counts if proportions else split_counts
+    base = run_child("baseline", full, workdir / ("%s_out_baseline" % name), counts(per_class))
+    out = {"per_class": per_class, "counts": counts(per_class),
+           "baseline": {"seconds": base["seconds"], "drawings_per_s": n_full / base["seconds"],
+                        "peak_mib": base["main_mib"], "load_before": base["load_before"]}}
+    for size, folder, n, pc in (("half", half, n_half, per_class // 2), ("full", full, n_full, per_class)):
+        # Proportions: the same selection from half or all of the input.
+        r = run_child("pipeline", folder, workdir / ("%s_out_%s" % (name, size)),
+                      counts(per_class) if proportions else counts(pc))
+        out[size] = _summary(r, n)
+    out["ratio_to_baseline"] = base["seconds"] / out["full"]["seconds"]
+    out["memory_full_over_half"] = out["full"]["total_pss_mib"] / out["half"]["total_pss_mib"]
+    return out
+
+
+def big_class_runs(source: Path, workdir: Path, per_class: int) -> dict:
+    """The pipeline on ``per_class`` drawings per class, and on the same input
+    with the first class file ten times as large; the same per-class counts."""
+    out = {}
+    for label, factor in (("uniform", 1), ("one_class_x10", 10)):
+        folder = workdir / ("big_input_x%d" % factor)
+        n = write_input(source, folder, per_class, factor)
+        r = run_child("pipeline", folder, workdir / ("big_out_x%d" % factor), split_counts(per_class))
+        out[label] = _summary(r, n)
+    out["time_ratio"] = out["one_class_x10"]["seconds"] / out["uniform"]["seconds"]
+    out["input_ratio"] = out["one_class_x10"]["drawings"] / out["uniform"]["drawings"]
+    return out
+
+
+def report_scale(name: str, figures: dict) -> None:
+    print("\n%s (per class %d, counts %s):" % (name, figures["per_class"], figures["counts"]))
+    b = figures["baseline"]
+    print("  baseline: %.1f s, %.0f drawings/s, peak %.0f MiB (load %.1f)"
+          % (b["seconds"], b["drawings_per_s"], b["peak_mib"], b["load_before"]))
+    for size in ("half", "full"):
+        r = figures[size]
+        print("  pipeline %s: %d drawings, %.1f s, %.0f drawings/s, all processes %.0f MiB PSS "
+              "(%.0f MiB RSS), largest process %.0f MiB (load %.1f)"
+              % (size, r["drawings"], r["seconds"], r["drawings_per_s"], r["total_pss_mib"],
+                 r["total_rss_mib"], max(r["main_mib"], r["worker_mib"]), r["load_before"]))
+    print("  ratio baseline / pipeline: %.2fx; memory full / half: %.2f"
+          % (figures["ratio_to_baseline"], figures["memory_full_over_half"]))
 
 
 # --- Report ------------------------------------------------------------------
@@ -319,6 +429,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--counts", type=int, nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--pipeline_args", type=str.split, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", action="store_true",
+                        help="scale mode: every drawing selected, half and full input, "
+                             "memory of all processes (default --drawings 1,400,000)")
+    parser.add_argument("--proportions", action="store_true",
+                        help="the real dataset's proportions: 11 selected per 145 read per class")
+    parser.add_argument("--big_class", type=int, default=0, metavar="PER_CLASS",
+                        help="also time PER_CLASS drawings per class against the same input "
+                             "with one class file ten times larger")
     parser.add_argument("--stages", action="store_true",
                         help="also time where the pipeline's time goes: its fixed cost "
                              "(%d drawings per class) and its run without tf.Transform"
@@ -332,6 +450,26 @@ def main(argv: list[str] | None = None) -> None:
     classes = len(list(Path(args.source).glob("*.ndjson")))
     if not classes:
         raise SystemExit("bench_pipeline: no *.ndjson in %s" % args.source)
+    if args.scale or args.proportions or args.big_class:
+        figures = {"machine": machine(), "revision": revision(), "workers": WORKERS}
+        drawings = args.drawings if args.drawings != 344_000 else 1_400_000
+        print("%s, revision %s, writing inputs to %s" % (figures["machine"], figures["revision"], workdir),
+              flush=True)
+        for flag, proportions in (("scale", False), ("proportions", True)):
+            if getattr(args, flag):
+                figures[flag] = scale_runs(Path(args.source), workdir, drawings, classes, proportions)
+                report_scale(flag, figures[flag])
+        if args.big_class:
+            figures["big_class"] = big_class_runs(Path(args.source), workdir, args.big_class)
+            b = figures["big_class"]
+            print("\nbig class: uniform %.1f s, one class x10 %.1f s: time x%.2f for input x%.2f"
+                  % (b["uniform"]["seconds"], b["one_class_x10"]["seconds"], b["time_ratio"],
+                     b["input_ratio"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     per_class = max(2, round(args.drawings / classes))
     print("writing the input to %s ..." % workdir, flush=True)
     full = workdir / "input"

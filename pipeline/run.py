@@ -108,7 +108,7 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, file
     units = sources.plan_units(files, sources.file_sizes(files))
     read = p | "ReadDrawings" >> ReadDrawings(
         units, work_dir, opts.seed, quota.total, opts.max_points, opts.max_bytes,
-        opts.recognized_only, classes)
+        opts.recognized_only, classes, warm_up_transform=analyze)
     plans, selected_counts = read.ranks | "PlanClasses" >> PlanClasses(quota)
     sections, class_names, duplicates, train_rows = (
         (read[SPILLS], plans)

@@ -23,6 +23,7 @@ import heapq
 import logging
 import pickle
 import struct
+import threading
 
 import apache_beam as beam
 import numpy as np
@@ -62,7 +63,8 @@ class _ReadUnit(beam.DoFn):
     """One unit of input -> the kept candidates of each class in a spill file."""
 
     def __init__(self, work_dir: str, seed: int, wanted: int, max_points: int, max_bytes: int,
-                 recognized_only: bool, classes):
+                 recognized_only: bool, classes, warm_up: bool = False):
+        self._warm_up = warm_up
         self._work_dir = work_dir
         self._seed = seed
         self._wanted = wanted
@@ -72,6 +74,8 @@ class _ReadUnit(beam.DoFn):
         self._classes = frozenset(classes) if classes else None
 
     def setup(self):
+        if self._warm_up:
+            threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
         self._read = Metrics.counter(_NAMESPACE, "lines_read")
         self._valid = Metrics.counter(_NAMESPACE, "drawings_valid")
         self._filtered = Metrics.counter(_NAMESPACE, "drawings_filtered")
@@ -127,6 +131,16 @@ class _ReadUnit(beam.DoFn):
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
 
 
+def _import_tensorflow() -> None:
+    """Loads tf.Transform while this worker reads: the analysis stage that
+    follows needs it, and loading it there (seconds per worker process) would
+    leave the worker's core idle in between."""
+    try:
+        import tensorflow_transform.beam  # noqa: F401
+    except Exception:  # noqa: BLE001 - the analysis stage reports it if it matters
+        logging.debug("tf.Transform could not be loaded ahead of the analysis", exc_info=True)
+
+
 def _write_file(path: str, data: bytes) -> None:
     """Temp name + rename: a retried bundle rewrites the same content."""
     write_atomically(path, data)
@@ -148,10 +162,12 @@ class ReadDrawings(beam.PTransform):
     lines of each range."""
 
     def __init__(self, units: list, work_dir: str, seed: int, wanted: int, max_points: int,
-                 max_bytes: int, recognized_only: bool, classes: list[str] | None):
+                 max_bytes: int, recognized_only: bool, classes: list[str] | None,
+                 warm_up_transform: bool = False):
         super().__init__()
         self._units = list(enumerate(units))
-        self._read = _ReadUnit(work_dir, seed, wanted, max_points, max_bytes, recognized_only, classes)
+        self._read = _ReadUnit(work_dir, seed, wanted, max_points, max_bytes, recognized_only, classes,
+                               warm_up_transform)
 
     def expand(self, pbegin):
         return (
