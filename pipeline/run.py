@@ -230,6 +230,8 @@ def run(argv: list[str] | None = None) -> dict:
         temp_location = options.view_as(GoogleCloudOptions).temp_location
         if temp_location:
             output_folder.check_writable(temp_location, "--temp_location")
+        lock = output_folder.OutputLock(output)
+        lock.acquire()
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     try:
@@ -243,6 +245,8 @@ def run(argv: list[str] | None = None) -> dict:
         return _finish(output, quota, opts, classes, files)
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
+    finally:
+        lock.release()
 
 
 class _WorkerProgress(logging.Filter):

@@ -1,0 +1,61 @@
+"""Runs the pipeline and SIGKILLs its own process at a chosen point, the way
+an out-of-memory killer or a preempted machine would stop it.
+
+    python tests/run_and_kill.py reading|shards|manifest PIPELINE_FLAGS...
+
+reading: as the third input file is opened; shards: once the third output
+shard is in place; manifest: with every output written, before the manifest.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+
+import dataset_manifest
+from pipeline import run
+
+
+def _die(*_args, **_kwargs):
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_on(method: str, count: int, wanted, before: bool) -> None:
+    """Kills the process at the ``count``-th call of ``FileSystems.<method>``
+    on a path that ``wanted`` accepts (before or after the call runs)."""
+    real = getattr(FileSystems, method)
+    seen = []
+
+    def wrapper(paths, *args, **kwargs):
+        targets = args[0] if method == "rename" else [paths]
+        hits = [p for p in targets if wanted(p)]
+        seen.extend(hits)
+        if hits and before and len(seen) >= count:
+            _die()
+        result = real(paths, *args, **kwargs)
+        if hits and not before and len(seen) >= count:
+            _die()
+        return result
+
+    setattr(FileSystems, method, staticmethod(wrapper))
+
+
+def main() -> None:
+    point, argv = sys.argv[1], sys.argv[2:]
+    if point == "reading":
+        _kill_on("open", 3, lambda p: p.endswith((".ndjson", ".ndjson.gz")) and "/rejects-" not in p,
+                 before=True)
+    elif point == "shards":
+        _kill_on("rename", 3, lambda p: ".tfrecord-" in p, before=False)
+    elif point == "manifest":
+        dataset_manifest.write_manifest = _die
+    else:
+        raise SystemExit("unknown point %r" % point)
+    sys.exit(run.main(argv))
+
+
+if __name__ == "__main__":
+    main()
