@@ -11,27 +11,31 @@ Exit status: 0 done, 2 a user error (one line on stderr), 1 anything else.
 """
 from __future__ import annotations
 
-import argparse
+import sys
+
+if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv):
+    # Beam and TensorFlow take many seconds to load: say at once that we started
+    # (hence the imports below this line).
+    print("Quick, Draw! pipeline: loading Apache Beam...", file=sys.stderr, flush=True)
+
 import difflib
 import json
 import logging
 import os
-import re
-import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 import dataset_manifest
 import tfrecord_schema as schema
-from pipeline import output_folder
+from ndjson_format import file_class
+from pipeline import console, output_folder, sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions, help_parser
 from pipeline.tft_analysis import AnalyzeTrainingSplit
-from pipeline import sources
 from pipeline.transforms import (COUNTS, LINES, REJECTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
                                  RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards, WriteStats)
 
@@ -58,12 +62,9 @@ def read_classes(value: str | None) -> list[str] | None:
     return names
 
 
-_CLASS_FILE = re.compile(r"^(?P<name>.+)\.ndjson(\.gz)?$")
-
-
 def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     """Files to read. A folder means its ``*.ndjson`` and ``*.ndjson.gz``.
-    When the input is several per-class files (``<class>.ndjson[.gz]``), only
+    When every input file is a class file (``ndjson_format.file_class``), only
     the requested classes' files are read, and a requested class without a
     file is an error before the job starts."""
     pattern = pattern or SAMPLE_DIR
@@ -84,19 +85,15 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     if not files:
         raise PipelineError("--input=%s matches no file" % pattern)
     if classes:
-        by_class = {}
-        for f in files:
-            named = _CLASS_FILE.match(f.rsplit("/", 1)[-1])
-            if named:
-                by_class[named.group("name")] = f
-        if len(files) > 1 and len(by_class) == len(files):
+        by_class = {file_class(f) for f in files}
+        if None not in by_class:
             absent = [c for c in classes if c not in by_class]
             if absent:
                 close = difflib.get_close_matches(absent[0], list(by_class), n=3)
                 raise PipelineError("--classes: %s not in the input (no %s.ndjson[.gz] among its %d "
                                     "files)%s" % (", ".join(absent), absent[0], len(files),
                                                   "; closest: " + ", ".join(close) if close else ""))
-            files = sorted(by_class[c] for c in classes)
+            files = [f for f in files if file_class(f) in classes]
     return files
 
 
@@ -210,6 +207,7 @@ def _finish(output: str, quota: split_lib.Quota, opts: QuickDrawOptions, classes
     dataset_manifest.write_manifest(output, {
         "counts": totals, "seed": opts.seed, "options": recorded_options(opts),
         "inputs": len(files), "code_version": dataset_manifest.code_version()})
+    print("Dataset complete: %s" % FileSystems.join(output, dataset_manifest.MANIFEST_FILE))
     return stats
 
 
@@ -239,7 +237,9 @@ def run(argv: list[str] | None = None) -> dict:
         removed = output_folder.remove_outputs(output)
         if removed:
             logging.info("Removed %d outputs of an earlier run from %s", len(removed), output)
-        logging.info("Reading %d files into %s", len(files), output)
+        logging.info("Reading %d files into %s; starting the job (%s)", len(files), output,
+                     options.view_as(StandardOptions).runner or "DirectRunner")
+        console.set_progress(console.Progress(len(files)))
         with beam.Pipeline(options=options) as p:
             build(p, opts, quota, files, classes, FileSystems.join(output, output_folder.TEMP_TRANSFORM))
         return _finish(output, quota, opts, classes, files)
@@ -249,35 +249,15 @@ def run(argv: list[str] | None = None) -> dict:
         lock.release()
 
 
-class _WorkerProgress(logging.Filter):
-    """Beam's local runners forward a worker's log records as protobuf text.
-    This keeps our own progress lines (as plain messages) and the warnings."""
-
-    _MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        ours = "/pipeline/" in text
-        if record.levelno < logging.WARNING and not ours:
-            return False
-        found = self._MESSAGE.search(text)
-        if found:
-            record.msg, record.args = "worker: " + found.group(1).replace('\\"', '"'), ()
-        return True
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform", "tfx_bsl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    forwarded = logging.getLogger("apache_beam.runners.portability.local_job_service")
-    forwarded.setLevel(logging.INFO)
-    forwarded.addFilter(_WorkerProgress())
-    try:
-        run(argv if argv is not None else sys.argv[1:])
-    except (PipelineError, dataset_manifest.ManifestError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    """The command: 0 done, 2 a user error (one line on stderr); other errors raise."""
+    console.configure_logging()
+    with console.NativeStderrFilter():
+        try:
+            run(argv if argv is not None else sys.argv[1:])
+        except (PipelineError, dataset_manifest.ManifestError) as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
     return 0
 
 

@@ -33,7 +33,7 @@ from apache_beam.metrics import Metrics
 
 import tfrecord_schema as schema
 from ndjson_format import Limits, Reject, check_line, file_class
-from pipeline import sources
+from pipeline import console, sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.atomic_files import publish, temp_path, tfrecord_frame, write_atomically
@@ -119,6 +119,7 @@ class _ReadUnit(beam.DoFn):
                                 r.path, damage.detail, lines)
                 counts[(None, stats_lib.damaged_field(damage.reason, r.path))] += 1
             yield beam.pvalue.TaggedOutput(LINES, ((r.path, r.start), lines))
+            console.range_done(r.path, lines, last=r.end is None)
         kept = {word: split_lib.keep_lowest(bucket, self._wanted) for word, bucket in candidates.items()}
         if kept:
             path = FileSystems.join(self._work_dir, "spill-%06d" % number)
@@ -126,8 +127,6 @@ class _ReadUnit(beam.DoFn):
             yield beam.pvalue.TaggedOutput(SPILLS, (number, path))
             for word, items in kept.items():
                 yield word, _blob([item[0] for item in items])
-        lines = sum(n for (_, f), n in counts.items() if f == stats_lib.READ)
-        logging.info("Read unit %d (%s): %d lines", number, ", ".join(sorted({r.path for r in ranges})), lines)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
 
 
