@@ -179,18 +179,16 @@ def check_line(line: bytes | str, limits: Limits = Limits(),
         return Reject(WRONG_CLASS, expected_word)
 
     key_id = sample.get("key_id")
-    if key_id is None:
-        key_id = ""
-    elif type(key_id) is int:
-        key_id = str(key_id)
-    elif type(key_id) is not str or not _is_text(key_id):
-        return Reject(BAD_KEY_ID, word)
     countrycode = sample.get("countrycode")
     timestamp = sample.get("timestamp")
     recognized = sample.get("recognized")
-    if not (_optional_text(countrycode) and _optional_text(timestamp)
-            and (recognized is None or type(recognized) is bool)):
-        return Reject(BAD_METADATA, word)
+    if not (type(key_id) is str and type(countrycode) is str and type(timestamp) is str
+            and type(recognized) is bool and key_id.isascii() and countrycode.isascii()
+            and timestamp.isascii()):  # else the general case, off the dataset's path
+        metadata = _metadata(key_id, countrycode, timestamp, recognized)
+        if type(metadata) is str:
+            return Reject(metadata, word)
+        key_id, countrycode, timestamp, recognized = metadata
 
     strokes = sample.get("drawing")
     if strokes is None:
@@ -198,7 +196,7 @@ def check_line(line: bytes | str, limits: Limits = Limits(),
     points = _points(strokes, limits, _only_numbers_follow_drawing(line))
     if type(points) is str:
         return Reject(points, word)
-    return Drawing(word, key_id, countrycode or "", recognized is True, timestamp or "", points)
+    return Drawing(word, key_id, countrycode, recognized, timestamp, points)
 
 
 def load_line(line: bytes | str, limits: Limits = Limits()) -> dict | Reject:
@@ -264,8 +262,27 @@ def _is_text(s: str) -> bool:
     return True
 
 
-def _optional_text(value: object) -> bool:
-    return value is None or (type(value) is str and _is_text(value))
+def _metadata(key_id: object, countrycode: object, timestamp: object,
+              recognized: object) -> tuple[str, str, str, bool] | str:
+    """The metadata with absent (or null) fields defaulted, or the reject reason."""
+    if key_id is None:
+        key_id = ""
+    elif type(key_id) is int:
+        key_id = str(key_id)
+    elif type(key_id) is not str or not _is_text(key_id):
+        return BAD_KEY_ID
+    texts = []
+    for value in (countrycode, timestamp):
+        if value is None:
+            value = ""
+        elif type(value) is not str or not _is_text(value):
+            return BAD_METADATA
+        texts.append(value)
+    if recognized is None:
+        recognized = False
+    elif type(recognized) is not bool:
+        return BAD_METADATA
+    return key_id, texts[0], texts[1], recognized
 
 
 def _points(strokes: object, limits: Limits, numbers_only: bool) -> np.ndarray | str:
@@ -321,8 +338,8 @@ def _points(strokes: object, limits: Limits, numbers_only: bool) -> np.ndarray |
             return NON_NUMERIC
         kind = "f"
     if kind == "f":
-        if not (xy.max() < _FLOAT32_LIMIT and xy.min() > -_FLOAT32_LIMIT):
-            return NON_FINITE  # NaN fails both comparisons
+        if not abs(xy).max() < _FLOAT32_LIMIT:
+            return NON_FINITE  # NaN fails the comparison
     elif kind not in "iu":
         return NON_NUMERIC
     points = np.zeros((n, 3), dtype=np.float32)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import ndjson_format as nf
 from ndjson_format import Drawing, Limits, Reject, check_line, check_strokes, file_class
 from pipeline.parse import normalize, parse_line
+from sample_paths import REPO
 
 GOOD = '{"word": "cat", "key_id": "12", "drawing": [[[1, 2], [3, 4]]]}'
 
@@ -264,6 +265,9 @@ def test_every_reason_is_documented():
                and v in nf.REASONS}
     assert reasons == set(nf.REASONS) and len(nf.REASONS) == 21
     assert all(text and "\n" not in text for text in nf.REASONS.values())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for reason, text in nf.REASONS.items():
+        assert "| `%s` | %s |" % (reason, text) in readme, reason
 
 
 # --- Generated hostile input ----------------------------------------------------
