@@ -316,7 +316,7 @@ def test_random_json_never_raises(value, lim, word):
     assert_sound(check_line(json.dumps(value, ensure_ascii=False), lim, word), word)
 
 
-@HEALTH
+@settings(HEALTH, max_examples=150)
 @given(records, limits, expected)
 def test_random_records_never_raise(record, lim, word):
     assert_sound(check_line(dumps(record), lim, word), word)
