@@ -33,7 +33,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*",
                                                "trainer", "trainer.*",
                                                "deploy", "deploy.*"]),
-    py_modules=["tfrecord_schema", "dataset_manifest"],
+    py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "atomic_storage"],
     include_package_data=True,
     install_requires=requirements(),
     entry_points={

@@ -27,3 +27,12 @@ def test_install_requires_are_the_pins_of_requirements_txt_without_test_tools(mo
 def test_sdist_carries_requirements_txt_for_dataflow_setup_file(monkeypatch):
     assert "include requirements.txt" in (ROOT / "MANIFEST.in").read_text().splitlines()
     assert "dataset_manifest" in _setup_kwargs(monkeypatch)["py_modules"]
+
+
+def test_every_top_level_module_is_installed_and_copied_into_the_images(monkeypatch):
+    modules = sorted(p.stem for p in ROOT.glob("*.py") if p.name != "setup.py")
+    assert sorted(_setup_kwargs(monkeypatch)["py_modules"]) == modules
+    for dockerfile in ("deploy/dataflow/Dockerfile", "deploy/trainer/Dockerfile"):
+        copied = " ".join(line for line in (ROOT / dockerfile).read_text().splitlines()
+                          if line.startswith("COPY"))
+        assert [m for m in modules if m + ".py" not in copied.split()] == [], dockerfile
