@@ -35,7 +35,7 @@ from trainer import data
 from trainer.export import RAW_SIGNATURE, export_model, load_export
 from trainer.model import ModelConfig, build_model
 from trainer.predict import drawing_points
-from trainer.train import make_train_step
+from trainer.train import make_optimizer, make_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"
@@ -120,11 +120,11 @@ def throughput(step, batches, warmup: int, steps: int) -> float:
     """Examples per second over ``steps`` steps after ``warmup`` untimed ones."""
     iterator = iter(batches)
     for _ in range(warmup):
-        float(step(next(iterator)))
+        np.asarray(step(next(iterator)))
     start = time.perf_counter()
     for _ in range(steps):
         loss = step(next(iterator))
-    float(loss)
+    np.asarray(loss)
     return steps * BATCH / (time.perf_counter() - start)
 
 
@@ -170,12 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         rates = {}
         for name, bucket_by in (("without bucketing", None), ("", boundaries)):
             model = build_model(config)
-            optimizer = keras.optimizers.Adam(1e-4, global_clipnorm=9.0)
-            if config.mixed_precision:
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            step = make_train_step(tf.distribute.get_strategy(), model, optimizer, BATCH,
-                                   config.mixed_precision)
-            batches = data.make_dataset(pattern, BATCH, len(classes), training=True,
+            optimizer = make_optimizer(1e-4, config.mixed_precision)
+            step = make_train_step(tf.distribute.get_strategy(), model, optimizer, BATCH, 9.0)
+            batches = data.make_dataset(pattern, BATCH, classes, training=True,
                                         boundaries=bucket_by, seed=0)
             rates[name] = throughput(step, batches, args.warmup, args.steps)
             print("trainer%s: %.1f examples/s (%.2fx the baseline)"

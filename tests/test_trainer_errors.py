@@ -1,8 +1,10 @@
 """Bad input gives one clear line (exit code 2 as a command), never a traceback."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -10,7 +12,8 @@ import tfrecord_schema as schema
 from trainer import task
 from trainer.data import check_records, length_boundaries, list_files
 from trainer.errors import TrainerError
-from trainer_helpers import REPO, TINY_MODEL, data_flags, write_tutorial_dataset
+from trainer_helpers import REPO, TINY_MODEL, data_flags, tutorial_example, \
+    write_tutorial_dataset
 
 CLASSES = ["apple", "star", "key"]
 
@@ -107,3 +110,77 @@ def test_command_prints_one_line_and_exits_2(paths, tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: no file matches %r" % str(
         tmp_path / "nothing-*")
+
+
+def example(length: int, class_index: int, word: str | None = None, shape=None,
+            value: float = 0.1):
+    ink = np.full((length, 3), value, np.float32)
+    record = tutorial_example(ink, class_index)
+    if shape is not None:
+        del record.features.feature[schema.SHAPE].int64_list.value[:]
+        record.features.feature[schema.SHAPE].int64_list.value.extend(shape)
+    if word is not None:
+        record.features.feature[schema.WORD].bytes_list.value.append(word.encode())
+    return record
+
+
+def write_records(path, records) -> str:
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for r in records:
+            w.write(r.SerializeToString())
+    return str(path)
+
+
+def good(n: int, words: bool = False):
+    return [example(3 + i % 5, i % 3, CLASSES[i % 3] if words else None) for i in range(n)]
+
+
+def test_bad_eval_record_past_the_sample_fails_before_step_0(paths, tmp_path):
+    bad_eval = write_records(tmp_path / "eval.tfrecord-00000-of-00001",
+                             good(70) + [example(4, 99)])
+    model_dir = tmp_path / "m"
+    with pytest.raises(TrainerError) as error:
+        task.main(flags(paths, model_dir, eval_data=bad_eval) + ["--steps=50"])
+    assert str(error.value) == ("bad eval data: a record in %s has class_index 99 but the "
+                                "classes file lists 3 classes: the classes file does not "
+                                "match the labels" % bad_eval)
+    assert tf.train.latest_checkpoint(str(model_dir)) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (example(4, 1, shape=[5, 3]), "has ink whose size does not match its shape"),
+    (example(4, 0, word="star"), "is a 'star' labelled 0, which the classes file calls "
+                                 "'apple': the classes file does not match the labels"),
+    (example(4, 1, value=np.nan), "has non-finite ink values (NaN or infinity)"),
+])
+def test_bad_training_record_past_the_sample_names_its_file(paths, tmp_path, bad, message):
+    shard = write_records(tmp_path / "training.tfrecord-00000-of-00001",
+                          good(70, words=True) + [bad])
+    with pytest.raises(TrainerError) as error:
+        task.main(flags(paths, tmp_path / "m", training_data=shard) + ["--steps=50"])
+    assert str(error.value) == "bad training data: a record in %s %s" % (shard, message)
+
+
+def test_up_front_check_reads_ink_size_and_values(tmp_path):
+    mismatched = write_records(tmp_path / "a", [example(4, 1, shape=[5, 3])])
+    with pytest.raises(TrainerError, match="has 12 ink values for shape \\[5, 3\\]: its ink "
+                                           "size does not match its shape"):
+        check_records([mismatched], CLASSES)
+    nan = write_records(tmp_path / "b", [example(4, 1, value=np.inf)])
+    with pytest.raises(TrainerError, match="record in .*b has non-finite ink values"):
+        check_records([nan], CLASSES)
+
+
+def test_zero_length_examples_are_counted_and_reported(paths, tmp_path):
+    train = write_records(tmp_path / "training.tfrecord-00000-of-00001",
+                          good(12) + [example(0, 1)])
+    evals = write_records(tmp_path / "eval.tfrecord-00000-of-00001",
+                          good(5) + [example(0, 1), example(0, 2)])
+    model_dir = tmp_path / "m"
+    metrics = task.main(flags(paths, model_dir, training_data=train, eval_data=evals)
+                        + ["--eval_every_steps=0"])
+    assert metrics["num_examples"] == 5
+    assert metrics["dropped_examples"]["eval"] == 2
+    assert metrics["dropped_examples"]["training"] >= 1
+    report = json.loads((model_dir / "eval_report.json").read_text())
+    assert report["dropped_examples"] == metrics["dropped_examples"]

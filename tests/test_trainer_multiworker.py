@@ -72,3 +72,66 @@ def test_mirrored_over_two_devices(tmp_path):
     assert "Training with distribution mirrored: 2 replica(s) in sync" in proc.stdout
     metrics = json.loads(proc.stdout.split("METRICS ", 1)[1])
     assert metrics["global_step"] == STEPS and metrics["num_examples"] == 6
+
+
+STEP_EQUALITY_SCRIPT = """
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from trainer.model import ModelConfig, build_model
+from trainer.train import make_optimizer, make_train_step
+
+CONFIG = ModelConfig(num_classes=3, num_layers=1, num_nodes=8, num_conv=(6,), conv_len=(3,),
+                     dropout=0.0)
+rng = np.random.default_rng(0)
+BATCHES = []
+for _ in range(3):
+    ink = rng.normal(size=(4, 9, 3)).astype(np.float32)
+    ink[2:] *= 40.0  # the second replica's half has much larger gradients
+    BATCHES.append(({"ink": ink, "lengths": np.array([9, 5, 7, 3], np.int32)},
+                    rng.integers(0, 3, 4).astype(np.int32)))
+
+
+def run(strategy):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model(CONFIG)
+        optimizer = make_optimizer(0.01, False)
+        optimizer.build(model.trainable_variables)
+    step = make_train_step(strategy, model, optimizer, 4, clip_norm=0.05)
+    n = strategy.num_replicas_in_sync
+    norms = []
+    for features, labels in BATCHES:
+        def part(context, i=None):
+            k = context.replica_id_in_sync_group
+            half = slice(k * 4 // n, (k + 1) * 4 // n)
+            return ({key: v[half] for key, v in features.items()}, labels[half])
+        inputs = strategy.experimental_distribute_values_from_function(part) if n > 1 \\
+            else (features, labels)
+        norms.append(float(step(inputs)[1]))
+    return [w.numpy() for w in model.weights], norms, int(optimizer.iterations.numpy())
+
+
+one, one_norms, one_steps = run(tf.distribute.get_strategy())
+two, two_norms, two_steps = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+print("RESULT " + json.dumps({
+    "max_weight_difference": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+    "norms": [one_norms, two_norms], "steps": [one_steps, two_steps]}))
+"""
+
+
+@pytest.mark.slow
+def test_two_replica_step_equals_one_replica_step_with_clipping(tmp_path):
+    """Clipping applies to the summed gradient: N replicas step as one device does."""
+    proc = subprocess.run([sys.executable, "-c", STEP_EQUALITY_SCRIPT], cwd=REPO,
+                          env=quiet_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    one_norms, two_norms = result["norms"]
+    assert min(one_norms) > 0.05 * 10, "clipping must be active for the test to mean anything"
+    assert two_norms == pytest.approx(one_norms, rel=1e-5)
+    assert result["steps"] == [3, 3]
+    assert result["max_weight_difference"] < 1e-5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 import tfrecord_schema as schema
@@ -23,6 +24,8 @@ TAIL_LIMIT = 1000  # longest drawing assumed when the statistics do not say
 PARSE_BATCH = 256
 SHUFFLE_BUFFER = 10000
 LENGTHS = "lengths"
+# What a bad record raises while tf.data reads it.
+DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
 
 def list_files(pattern: str) -> list[str]:
@@ -88,31 +91,62 @@ def extend_tail(boundaries, max_length: int) -> list[int]:
     return result
 
 
-def _parse_batch(serialized: tf.Tensor, num_classes: int):
-    """Parses a vector of serialized Examples into per-example ragged ink."""
+def _first_failure(ok: tf.Tensor, files: tf.Tensor, *what) -> tf.Operation:
+    """Fails the input pipeline with one line naming the file of the first bad record.
+
+    ``what`` are strings and per-record string vectors (the bad record's value
+    is shown), joined into the message.
+    """
+    first = tf.argmin(tf.cast(ok, tf.int32))
+    parts = [p if isinstance(p, str) or p.shape.rank == 0 else p[first] for p in what]
+    return tf.debugging.Assert(tf.reduce_all(ok), [tf.strings.join(
+        ["a record in ", files[first], " "] + parts)], summarize=1)
+
+
+def _parse_batch(serialized: tf.Tensor, files: tf.Tensor, classes: tf.Tensor,
+                 dropped: tf.Variable | None):
+    """Parses a vector of serialized Examples into per-example ragged ink.
+
+    Checks every record (shape, ink size against the shape, finite values,
+    class_index range, and the ``word`` feature against the classes file
+    where the records carry it), naming the file of the first bad one.
+    Zero-length drawings are counted in ``dropped`` for the caller to drop.
+    """
+    num_classes = tf.shape(classes, out_type=tf.int64)[0]
     spec = schema.feature_spec(tf)
     spec[schema.INK] = tf.io.RaggedFeature(tf.float32)
+    spec[schema.WORD] = tf.io.RaggedFeature(tf.string)
     parsed = tf.io.parse_example(serialized, spec)
-    lengths = tf.cast(parsed[schema.SHAPE][:, 0], tf.int32)
-    labels = tf.cast(parsed[schema.CLASS_INDEX][:, 0], tf.int32)
+    shape = parsed[schema.SHAPE]
+    labels64 = parsed[schema.CLASS_INDEX][:, 0]
     flat = parsed[schema.INK]
+    words = parsed[schema.WORD]
+    in_range = (labels64 >= 0) & (labels64 < num_classes)
+    named = tf.gather(classes, tf.clip_by_value(labels64, 0, num_classes - 1))
+    word = tf.where(words.row_lengths() > 0,
+                    words.to_tensor(default_value="", shape=[None, 1])[:, 0], named)
+    finite = tf.reduce_all(tf.math.is_finite(flat), axis=1)
     checks = [
-        tf.debugging.assert_equal(
-            parsed[schema.SHAPE][:, 1], tf.constant(schema.INK_CHANNELS, tf.int64),
-            message="record with shape[1] != 3"),
-        tf.debugging.assert_equal(
-            tf.cast(flat.row_lengths(), tf.int32), lengths * schema.INK_CHANNELS,
-            message="record whose ink size does not match its shape"),
-        tf.debugging.assert_non_negative(labels, message="record with a negative class_index"),
-        tf.debugging.assert_less(
-            labels, num_classes,
-            message="class_index beyond the classes file (%d classes): the classes "
-                    "file does not match the labels" % num_classes),
+        _first_failure(shape[:, 1] == schema.INK_CHANNELS, files,
+                       "has shape[1] != %d" % schema.INK_CHANNELS),
+        _first_failure(tf.cast(flat.row_lengths(), tf.int64) == shape[:, 0] * shape[:, 1], files,
+                       "has ink whose size does not match its shape"),
+        _first_failure(finite, files, "has non-finite ink values (NaN or infinity)"),
+        _first_failure(in_range, files, "has class_index ", tf.strings.as_string(labels64),
+                       " but the classes file lists ", tf.strings.as_string(num_classes),
+                       " classes: the classes file does not match the labels"),
+        _first_failure(tf.equal(word, named) | ~in_range, files, "is a '", word,
+                       "' labelled ", tf.strings.as_string(labels64),
+                       ", which the classes file calls '", named,
+                       "': the classes file does not match the labels"),
     ]
+    lengths = tf.cast(shape[:, 0], tf.int32)
+    if dropped is not None:
+        checks.append(dropped.assign_add(tf.reduce_sum(tf.cast(lengths == 0, tf.int64))))
     with tf.control_dependencies(checks):
         ink = tf.RaggedTensor.from_row_lengths(
             tf.reshape(flat.values, [-1, schema.INK_CHANNELS]), lengths)
-    return {schema.INK: ink, LENGTHS: lengths}, labels
+    return {schema.INK: ink, LENGTHS: lengths}, tf.cast(labels64, tf.int32)
 
 
 def _dense_ink(features: dict, label: tf.Tensor):
@@ -123,18 +157,21 @@ def _dense_ink(features: dict, label: tf.Tensor):
     return {schema.INK: ink, LENGTHS: features[LENGTHS]}, label
 
 
-def make_dataset(pattern: str | list[str], batch_size: int, num_classes: int, *,
+def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], *,
                  training: bool, boundaries: list[int] | None = None,
                  seed: int | None = None,
-                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                 input_context: tf.distribute.InputContext | None = None,
+                 dropped: tf.Variable | None = None) -> tf.data.Dataset:
     """Batches of ``({"ink": [B, T, 3], "lengths": [B]}, labels [B])``.
 
     Training data repeats forever, shuffled; eval data is read once in order.
     With ``boundaries`` the batches are bucketed by ink length (every batch is
     padded only to its own longest drawing). ``input_context`` shards the input
-    between the workers of a distribution strategy.
+    between the workers of a distribution strategy. Zero-length drawings are
+    left out and counted in ``dropped`` (an int64 variable) when given.
     """
     files = list_files(pattern) if isinstance(pattern, str) else list(pattern)
+    class_names = tf.constant(classes, tf.string)
     ds = tf.data.Dataset.from_tensor_slices(files)
     shard_records = False
     if input_context and input_context.num_input_pipelines > 1:
@@ -144,13 +181,14 @@ def make_dataset(pattern: str | list[str], batch_size: int, num_classes: int, *,
             shard_records = True
     if training:
         ds = ds.shuffle(len(files), seed=seed).repeat()
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)),
+                       cycle_length=min(len(files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     if shard_records:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed)
-    ds = ds.batch(PARSE_BATCH).map(lambda s: _parse_batch(s, num_classes),
+    ds = ds.batch(PARSE_BATCH).map(lambda s, f: _parse_batch(s, f, class_names, dropped),
                                    num_parallel_calls=tf.data.AUTOTUNE,
                                    deterministic=not training).unbatch()
     ds = ds.map(_dense_ink).filter(lambda features, label: features[LENGTHS] > 0)
@@ -166,14 +204,47 @@ def make_dataset(pattern: str | list[str], batch_size: int, num_classes: int, *,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def data_error(message: str) -> str:
+    """One line from a TensorFlow input error: the failed check's text, else the first line."""
+    line = message.strip().splitlines()[0] if message and message.strip() else "unknown error"
+    prefix = "assertion failed: ["
+    if prefix in line:  # tf.debugging.Assert's data, printed with quotes escaped
+        line = line.split(prefix, 1)[1].rstrip("]").replace("\\'", "'")
+    return line
+
+
+def scan(files: list[str], classes: list[str], what: str) -> tuple[int, int]:
+    """Reads a whole dataset through the input pipeline's checks, before training.
+
+    Returns (examples kept, zero-length examples left out); a bad record is a
+    ``TrainerError`` naming its file. Meant for the eval set, which is read
+    whole at every evaluation anyway: a fault in it then stops the run before
+    step 0 instead of after the last step.
+    """
+    dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
+    kept = 0
+    try:
+        for _, labels in make_dataset(files, PARSE_BATCH, classes, training=False,
+                                      dropped=dropped):
+            kept += int(labels.shape[0])
+    except DATA_ERRORS as e:
+        raise TrainerError("bad %s data: %s" % (what, data_error(e.message))) from e
+    if kept == 0:
+        raise TrainerError("empty dataset: the %s data has no drawing with ink (%d zero-length "
+                           "examples)" % (what, int(dropped.numpy())))
+    return kept, int(dropped.numpy())
+
+
 def check_records(files: list[str], classes: list[str], per_file: int = 64) -> int:
     """Reads the first records of every file before any training starts.
 
-    Turns the usual mistakes into clear errors: an empty dataset, a corrupt
-    file, a record without the tutorial's features, a class index beyond the
-    classes file, or (for the pipeline's records, which carry ``word``) a
-    label whose class name differs from the classes file's. Returns the
-    number of records read.
+    Turns the usual mistakes into clear errors naming the file: an empty
+    dataset, a corrupt file, a record without the tutorial's features, ink
+    whose size disagrees with its shape, non-finite ink, a class index beyond
+    the classes file, or (for the pipeline's records, which carry ``word``) a
+    label whose class name differs from the classes file's. The input
+    pipeline checks every later record the same way. Returns the number of
+    records read.
     """
     count = 0
     for path in files:
@@ -198,12 +269,22 @@ def _check_example(serialized: bytes, classes: list[str], path: str) -> None:
     for name in (schema.INK, schema.SHAPE, schema.CLASS_INDEX):
         if name not in features:
             raise TrainerError("record in %s has no %r feature" % (path, name))
+    shape = list(features[schema.SHAPE].int64_list.value)
+    ink = features[schema.INK].float_list.value
+    if len(shape) != 2 or shape[1] != schema.INK_CHANNELS:
+        raise TrainerError("record in %s has shape %s, not [length, %d]"
+                           % (path, shape, schema.INK_CHANNELS))
+    if len(ink) != shape[0] * shape[1]:
+        raise TrainerError("record in %s has %d ink values for shape %s: its ink size does "
+                           "not match its shape" % (path, len(ink), shape))
+    if not np.isfinite(np.asarray(ink, np.float32)).all():
+        raise TrainerError("record in %s has non-finite ink values (NaN or infinity)" % path)
     index = features[schema.CLASS_INDEX].int64_list.value[0]
     if not 0 <= index < len(classes):
         raise TrainerError("record in %s has class_index %d but the classes file lists "
                            "%d classes: the classes file does not match the labels"
                            % (path, index, len(classes)))
-    if schema.WORD in features:
+    if schema.WORD in features and features[schema.WORD].bytes_list.value:
         word = features[schema.WORD].bytes_list.value[0].decode("utf-8")
         if word != classes[index]:
             raise TrainerError("record in %s is a %r labelled %d, which the classes file "

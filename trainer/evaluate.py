@@ -5,8 +5,10 @@ scores its checkpoints, so two exports can be compared on the same data.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import uuid
 from typing import Callable
 
 import numpy as np
@@ -36,8 +38,8 @@ def run_eval(logits_fn: Callable[[dict], tf.Tensor], dataset: tf.data.Dataset,
                 batch_labels, logits).numpy())
             ranked.append(tf.math.top_k(logits, k=k).indices.numpy())
             labels.append(batch_labels.numpy())
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise TrainerError("bad eval data: %s" % first_line(e.message)) from e
+    except data.DATA_ERRORS as e:
+        raise TrainerError("bad eval data: %s" % data.data_error(e.message)) from e
     if not labels:
         raise TrainerError("empty dataset: the eval data has no examples")
     labels_np, ranked_np = np.concatenate(labels), np.concatenate(ranked)
@@ -45,17 +47,26 @@ def run_eval(logits_fn: Callable[[dict], tf.Tensor], dataset: tf.data.Dataset,
     return metrics, confusion_matrix(labels_np, ranked_np[:, 0], len(classes))
 
 
-def first_line(message: str) -> str:
-    """TensorFlow's error messages carry a graph trace after the first line."""
-    return message.strip().splitlines()[0] if message and message.strip() else "unknown error"
-
-
 def write_report(report: dict, matrix: np.ndarray, classes: list[str], model_dir: str) -> None:
     """``eval_report.json`` and ``confusion_matrix.png`` in ``model_dir``."""
     tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(os.path.join(model_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True)
+    write_json(os.path.join(model_dir, REPORT_FILE), report)
     save_confusion_png(matrix, classes, os.path.join(model_dir, CONFUSION_FILE))
+
+
+def write_json(path: str, value: dict) -> None:
+    """Strict JSON (a NaN or infinity is an error, not a ``NaN`` token), written
+    under a temporary name and renamed, so readers never see half a file."""
+    text = json.dumps(value, indent=1, sort_keys=True, allow_nan=False)
+    write_atomically(path, text.encode("utf-8"))
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, ".%s.tmp-%s" % (name, uuid.uuid4().hex[:12]))
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def save_confusion_png(matrix: np.ndarray, classes: list[str], path: str) -> None:
@@ -78,8 +89,9 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: str) -> Non
             label = Image.new("RGB", (margin - 4, 12), "white")
             ImageDraw.Draw(label).text((0, 0), name[:16], fill="black")
             image.paste(label.rotate(90, expand=True), (margin + i * cell + cell // 2 - 6, 2))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        image.save(f, format="PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomically(path, buffer.getvalue())
 
 
 def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
@@ -95,7 +107,7 @@ def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
     files = data.list_files(eval_data)
     data.check_records(files, classes)
     signature = loaded.signatures[INK_SIGNATURE]
-    dataset = data.make_dataset(files, batch_size, len(classes), training=False,
+    dataset = data.make_dataset(files, batch_size, classes, training=False,
                                 boundaries=data.length_boundaries(eval_data))
 
     def logits_fn(features):

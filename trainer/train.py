@@ -2,8 +2,11 @@
 
 A custom loop rather than ``fit`` so that a preempted worker restarted with
 the same command resumes exactly: the step count is the optimizer's
-iteration counter, saved in every checkpoint with the weights and the Adam
-moments, and the loop simply runs until that counter reaches ``--steps``.
+iteration counter (the number of updates applied), saved in every checkpoint
+with the weights and the Adam moments, and the loop simply runs until that
+counter reaches ``--steps``. Every step's loss and gradient norm are checked
+on the host, so a non-finite value stops the run before any checkpoint or
+export holds it.
 """
 from __future__ import annotations
 
@@ -19,12 +22,14 @@ import tensorflow as tf
 from trainer import data, summaries
 from trainer.distribution import make_strategy, task_identity
 from trainer.errors import TrainerError
-from trainer.evaluate import first_line, run_eval, write_report
+from trainer.evaluate import run_eval, write_json, write_report
 from trainer.export import dataset_transform_output, export_config, export_model, load_export
 from trainer.model import CELL_TYPES, ModelConfig, build_model
 
 CONFIG_FILE = "model_config.json"
-DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+# Loss scaling halves the scale at each overflow; this many skipped steps in a
+# row means the gradients are not finite at any scale.
+MAX_SKIPPED_STEPS = 64
 
 
 def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
@@ -99,6 +104,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     eval_files = data.list_files(args.eval_data)
     data.check_records(train_files, classes)
     data.check_records(eval_files, classes)
+    eval_dropped = data.scan(eval_files, classes, "eval")[1] if is_chief else 0
     boundaries = ([] if args.no_bucketing
                   else data.length_boundaries(args.training_data, args.length_stats))
     config = model_config(args, len(classes))
@@ -109,28 +115,29 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                            % (args.model_dir, saved.to_dict()))
     with strategy.scope():
         model = build_model(config)
-        optimizer = make_optimizer(args, config)
+        optimizer = make_optimizer(args.learning_rate, config.mixed_precision)
         optimizer.build(model.trainable_variables)  # so that a checkpoint restores at once
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        checkpoint = make_checkpoint(model, optimizer)
     scratch_dir = os.path.join(args.model_dir, "worker_tmp", str(worker_index))
     manager = tf.train.CheckpointManager(checkpoint, args.model_dir if is_chief else scratch_dir,
                                          max_to_keep=args.keep_checkpoints)
-    restore_or_warm_start(checkpoint, args, config)
+    restore_or_warm_start(model, optimizer, args, config)
     if is_chief:
         tf.io.gfile.makedirs(args.model_dir)
-        with tf.io.gfile.GFile(os.path.join(args.model_dir, CONFIG_FILE), "w") as f:
-            json.dump(config.to_dict(), f, indent=1)
+        write_json(os.path.join(args.model_dir, CONFIG_FILE), config.to_dict())
 
     global_batch = args.batch_size
+    with tf.device("/cpu:0"):
+        train_dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return data.make_dataset(train_files, context.get_per_replica_batch_size(global_batch),
-                                 len(classes), training=True, boundaries=boundaries,
-                                 seed=args.seed, input_context=context)
+                                 classes, training=True, boundaries=boundaries,
+                                 seed=args.seed, input_context=context, dropped=train_dropped)
 
     dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
     train_step = make_train_step(strategy, model, optimizer, global_batch,
-                                 config.mixed_precision)
+                                 args.gradient_clipping_norm)
     eval_model = build_model(dict_replace(config, mixed_precision=False))
     eval_logits = tf.function(lambda f: eval_model(f, training=False), reduce_retracing=True)
     train_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "train")) \
@@ -140,10 +147,15 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
 
     def evaluate(step: int) -> tuple[dict, np.ndarray]:
         eval_model.set_weights(model.get_weights())
-        dataset = data.make_dataset(eval_files, args.batch_size, len(classes), training=False,
+        dataset = data.make_dataset(eval_files, args.batch_size, classes, training=False,
                                     boundaries=boundaries)
         metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps)
         metrics["global_step"] = step
+        if not np.isfinite(metrics["loss"]):
+            raise TrainerError(
+                "eval loss is %s at step %d: the model is not exported. Look at the eval data "
+                "first (%s), then lower --learning_rate (now %g)"
+                % (metrics["loss"], step, args.eval_data, args.learning_rate))
         with eval_summaries.as_default():
             for key in ("loss", "accuracy", "top3_accuracy", "map3"):
                 summaries.scalar(key, metrics[key], step)
@@ -154,31 +166,43 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
 
     step = int(optimizer.iterations.numpy())
     iterator = iter(dist_dataset)
-    window_start, window_steps = time.time(), 0
+    window_start, window_steps, skipped, window_skipped = time.time(), 0, 0, 0
     try:
         while step < args.steps:
-            loss = train_step(next(iterator))
-            step += 1
+            loss, norm = (float(v) for v in train_step(next(iterator)))
+            done = int(optimizer.iterations.numpy())
+            if not (np.isfinite(loss) and (np.isfinite(norm) or config.mixed_precision)):
+                raise TrainerError(non_finite_message(
+                    "loss" if not np.isfinite(loss) else "gradient norm",
+                    loss if not np.isfinite(loss) else norm, done + 1, manager, args))
+            if done == step:  # loss scaling skipped a step whose float16 gradients overflowed
+                skipped += 1
+                window_skipped += 1
+                if skipped > MAX_SKIPPED_STEPS:
+                    raise TrainerError(non_finite_message("gradient norm", norm, done + 1,
+                                                          manager, args))
+                continue
+            step, skipped = done, 0
             window_steps += 1
             if step % args.log_every_steps == 0 or step == args.steps:
-                loss = float(loss)
-                if not np.isfinite(loss):
-                    raise TrainerError("loss is %s at step %d; lower --learning_rate" % (loss, step))
                 rate = window_steps * global_batch / max(time.time() - window_start, 1e-9)
-                print("train step %d/%d: loss %.4f  %.0f examples/s"
-                      % (step, args.steps, loss, rate), flush=True)
+                print("train step %d/%d: loss %.4f  %.0f examples/s%s"
+                      % (step, args.steps, loss, rate,
+                         "  (%d batches skipped by loss scaling)" % window_skipped
+                         if window_skipped else ""), flush=True)
                 with train_summaries.as_default():
                     summaries.scalar("loss", loss, step)
                     summaries.scalar("examples_per_second", rate, step)
-                window_start, window_steps = time.time(), 0
+                window_start, window_steps, window_skipped = time.time(), 0, 0
             if step % args.checkpoint_every_steps == 0 or step == args.steps:
+                check_finite_weights(model, step, manager, args)
                 manager.save(checkpoint_number=step)
             if is_chief and args.eval_every_steps and step % args.eval_every_steps == 0 \
                     and step < args.steps:
                 evaluate(step)
                 window_start = time.time()
-    except DATA_ERRORS as e:
-        raise TrainerError("bad training data: %s" % first_line(e.message)) from e
+    except data.DATA_ERRORS as e:
+        raise TrainerError("bad training data: %s" % data.data_error(e.message)) from e
     finally:
         train_summaries.close()
     if not is_chief:
@@ -187,6 +211,11 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         return {"global_step": step}
     metrics, matrix = evaluate(step)
     eval_summaries.close()
+    metrics["dropped_examples"] = {"eval": eval_dropped, "training": int(train_dropped.numpy())}
+    if eval_dropped or metrics["dropped_examples"]["training"]:
+        print("Left out zero-length drawings: %d of the eval set, %d read while training"
+              % (eval_dropped, metrics["dropped_examples"]["training"]), flush=True)
+    check_finite_weights(model, step, manager, args)
     write_report(metrics, matrix, classes, args.model_dir)
     export_dir = args.export_dir or os.path.join(args.model_dir, "export")
     export_model(eval_model, classes, export_dir, step, args.top_k,
@@ -196,26 +225,83 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def make_optimizer(args: argparse.Namespace, config: ModelConfig) -> keras.optimizers.Optimizer:
-    """Adam with clipping by global norm; loss scaling on top under mixed precision."""
-    optimizer = keras.optimizers.Adam(args.learning_rate,
-                                      global_clipnorm=args.gradient_clipping_norm or None)
-    if config.mixed_precision:
+class SummedGradientAdam(keras.optimizers.Adam):
+    """Adam applied to gradients that the train step has already summed across replicas.
+
+    Keras sums the replicas' gradients after its own clipping, so its
+    ``global_clipnorm`` clips each replica's part and the threshold grows with
+    the number of replicas. The train step sums first and clips the sum; this
+    class only leaves out Keras' second summation.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+def make_optimizer(learning_rate: float, mixed_precision: bool) -> keras.optimizers.Optimizer:
+    """Adam; with dynamic loss scaling on top under mixed precision."""
+    optimizer = SummedGradientAdam(learning_rate)
+    if mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
-def restore_or_warm_start(checkpoint: tf.train.Checkpoint, args: argparse.Namespace,
+def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The Adam that holds the moments and the step counter, with or without loss scaling."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def make_checkpoint(model, optimizer) -> tf.train.Checkpoint:
+    """Weights, Adam and step under the same names whatever the precision.
+
+    The loss scale, which only mixed precision has, is saved beside them, so
+    a run may resume with the other ``--mixed_precision`` setting: float32
+    resumes ignore the saved loss scale, mixed-precision resumes of a float32
+    checkpoint start from the initial loss scale.
+    """
+    parts = {"model": model, "optimizer": inner_optimizer(optimizer)}
+    if optimizer is not inner_optimizer(optimizer):
+        parts["loss_scale"] = optimizer
+    return tf.train.Checkpoint(**parts)
+
+
+def restore_or_warm_start(model, optimizer, args: argparse.Namespace,
                           config: ModelConfig) -> None:
     """Resumes from ``model_dir``'s last checkpoint, else warm-starts if asked."""
     latest = tf.train.latest_checkpoint(args.model_dir)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        print("Resuming from %s at step %d"
-              % (latest, int(checkpoint.optimizer.iterations.numpy())), flush=True)
+        adam = inner_optimizer(optimizer)
+        saved = {name for name, _ in tf.train.list_variables(latest)}
+        if any(name.startswith("optimizer/inner_optimizer/") for name in saved):
+            raise TrainerError("%s was written by an earlier trainer version with mixed precision, "
+                               "whose checkpoints this one cannot resume; use a new --model_dir "
+                               "with --warm_start_from=%s" % (latest, args.model_dir))
+        tf.train.Checkpoint(model=model, optimizer=adam).restore(
+            latest).assert_existing_objects_matched()
+        if optimizer is not adam and any(name.startswith("loss_scale/") for name in saved):
+            tf.train.Checkpoint(loss_scale=optimizer).restore(latest).expect_partial()
+        print("Resuming from %s at step %d" % (latest, int(adam.iterations.numpy())), flush=True)
     elif args.warm_start_from:
-        warm_start(checkpoint.model, config, args.warm_start_from)
+        warm_start(model, config, args.warm_start_from)
         print("Warm-started from %s" % args.warm_start_from, flush=True)
+
+
+def non_finite_message(what: str, value: float, step: int, manager, args) -> str:
+    """Where to look when training diverges: the data first, then the learning rate."""
+    kept = manager.latest_checkpoint
+    return ("%s is %s at step %d; no checkpoint or export holds it (%s). Look at the training "
+            "data first (%s: a record with extreme values), then lower --learning_rate "
+            "(now %g)" % (what, value, step,
+                          "last checkpoint %s" % kept if kept else "no checkpoint yet",
+                          args.training_data, args.learning_rate))
+
+
+def check_finite_weights(model, step: int, manager, args) -> None:
+    """The last guard before a checkpoint or an export is written."""
+    for weight in model.weights:
+        if not bool(tf.reduce_all(tf.math.is_finite(weight.value))):
+            raise TrainerError(non_finite_message("weight %s" % weight.path, "not finite",
+                                                  step, manager, args))
 
 
 def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
@@ -223,22 +309,35 @@ def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
 
 
 def make_train_step(strategy: tf.distribute.Strategy, model, optimizer, global_batch: int,
-                    mixed_precision: bool):
-    """A compiled step: forward, loss averaged over the global batch, clipped Adam update."""
+                    clip_norm: float | None):
+    """A compiled step: forward, loss averaged over the global batch, Adam update.
+
+    The replicas' gradients are summed first and the sum is clipped to
+    ``clip_norm`` by its global norm, so N replicas step exactly as one device
+    does on the same global batch. Returns the loss and the global norm of the
+    summed (unscaled) gradient.
+    """
+    scaling = optimizer is not inner_optimizer(optimizer)
 
     def step_fn(features, labels):
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            scaled = optimizer.scale_loss(loss) if mixed_precision else loss
+            scaled = optimizer.scale_loss(loss) if scaling else loss
         grads = tape.gradient(scaled, model.trainable_variables)
+        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        scale = tf.cast(optimizer.dynamic_scale, tf.float32) if scaling else tf.constant(1.0)
+        norm = tf.linalg.global_norm(grads) / scale
+        if clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm * scale)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        return loss, norm
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs):
-        per_replica = strategy.run(step_fn, args=inputs)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        loss, norm = strategy.run(step_fn, args=inputs)
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None))
 
     return train_step
