@@ -279,3 +279,20 @@ def test_format_is_sniffed_when_the_name_does_not_say(records, tmp_path):
     unnamed = tmp_path / "drawings"
     unnamed.write_bytes((SAMPLE / "key.ndjson").read_bytes())
     assert is_ndjson(unnamed)
+
+
+def test_hostile_lines_are_skipped_by_reason_as_in_the_pipeline(tmp_path, capsys):
+    from hostile_lines import HOSTILE, record
+    good = [l.encode() for l in (SAMPLE / "cat.ndjson").read_text().splitlines()[:3]]
+    (tmp_path / "mixed.ndjson").write_bytes(b"\n".join([l for l, _ in HOSTILE] + good) + b"\n")
+    (tmp_path / "cat.ndjson").write_bytes(b"\n".join([record(word="zebra"), good[0]]) + b"\n")
+    out = tmp_path / "hostile.png"
+    assert main(["--input", str(tmp_path), "--output", str(out), "--rows", "1", "--cols", "4",
+                 "--cell", "64", "--max_points", "1000"]) == 0
+    assert_mosaic(out, 1, 4, 64)
+    printed = capsys.readouterr().out
+    assert "4 drawings picked from 4 in 2 file(s)" in printed
+    expected = collections.Counter(reason for _, reason in HOSTILE)
+    expected["wrong_class"] += 1
+    skipped = printed.strip().split("; skipped ")[1].split(", ")
+    assert {reason: int(n) for n, reason in (item.split(" ") for item in skipped)} == expected
