@@ -88,6 +88,18 @@ def compare_and_swap(path: str, token: object, data: bytes) -> bool:
     return _local_compare_and_swap(path, token, data)
 
 
+def exists(path: str) -> bool:
+    """True if ``path`` is a file, or a folder (on gs://, a prefix of some
+    object)."""
+    if not is_gs(path):
+        return os.path.exists(path)
+    blob = _gs_blob(path.rstrip("/"))
+    if blob.exists():
+        return True
+    return any(True for _ in _client().list_blobs(
+        blob.bucket, prefix=blob.name + "/", max_results=1))
+
+
 def replace(path: str, data: bytes) -> None:
     """Replaces ``path`` with ``data`` unconditionally, atomically for readers
     (a record only its own step writes, where no other writer competes)."""

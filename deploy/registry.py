@@ -9,12 +9,24 @@ Layout under the registry root (a local directory or a ``gs://`` prefix)::
     models/<version>/run.json      what each retrain step did, or why it failed
     models/<version>/eval_report.json   the promotion gate's evaluation
     fixed_eval.json                the eval set every candidate is judged on
-    current                        names the promoted version
+    current                        the promoted version, and every earlier one
 
-Versions are never deleted or rewritten once promoted. ``current`` is the only
-file that changes meaning, and it is replaced in one step: a rename on local
-disks, a single object upload on object stores, so a reader sees either the
-old pointer or the new one and a crash leaves the old one in place.
+Three writes decide what the registry means, and each is made so that of
+writers racing for it exactly one wins (``atomic_storage``: an exclusive
+create or a compare-and-swap; ``O_EXCL``-like links and a folder lock on
+local disks, generation preconditions on gs://):
+
+- a version exists once its ``run.json`` is created, exclusively;
+- ``fixed_eval.json`` is created exclusively by the first evaluation, and
+  replaced only by a compare-and-swap on an explicit renewal;
+- ``current`` moves only by a compare-and-swap against the pointer the
+  promotion was judged against. It lists every version ever promoted
+  (``history``) with its accuracy, so "promoted" and "best promoted" are
+  read from the one record that changes atomically.
+
+Promoted versions are never rewritten. Other schemes that ``tf.io.gfile``
+reads (hdfs://, ram://, s3://) work for one run at a time: their records are
+replaced whole, but two writers there are not kept apart.
 """
 from __future__ import annotations
 
@@ -22,9 +34,11 @@ import datetime
 import json
 import os
 import re
-import tempfile
+import socket
 import uuid
-from typing import Any
+from typing import Any, Callable
+
+import atomic_storage
 
 DATASETS = "datasets"
 MODELS = "models"
@@ -37,7 +51,8 @@ CURRENT_FILE = "current"
 OBJECT_STORES = ("gs://", "s3://")
 
 VERSION_FORMAT = "%Y%m%d-%H%M%S"
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_SAME_SECOND = 99   # dated ids taken in one second: -2, -3, ... up to this
 
 
 class RegistryError(Exception):
@@ -52,7 +67,7 @@ def new_version_id(now: datetime.datetime | None = None) -> str:
 
 def check_version_id(version: str) -> str:
     """Returns ``version`` if it is safe to use as a path component."""
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
         raise RegistryError(
             "bad version id %r: use letters, digits, '.', '_' or '-' "
             "(at most 64), e.g. %s" % (version, new_version_id()))
@@ -76,7 +91,9 @@ def _gfile():
 
 
 def exists(path: str) -> bool:
-    return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+    if _atomic(path):
+        return atomic_storage.exists(path)
+    return _gfile().exists(path)
 
 
 def makedirs(path: str) -> None:
@@ -109,62 +126,110 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Replaces ``path`` so that readers never see a partial file.
-
-    Local: write a temporary file in the same directory, fsync, rename over.
-    Object stores: one upload of the whole object (GCS makes an object visible
-    only once its upload completes), never a copy-then-delete rename.
-    Other TensorFlow filesystems (hdfs://, ram://): a temporary file renamed
-    over the old one.
-    """
-    if path.startswith(OBJECT_STORES):
-        with _gfile().GFile(path, "w") as f:
-            f.write(text)
-        return
-    if is_remote(path):
-        tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex)
-        with _gfile().GFile(tmp, "w") as f:
-            f.write(text)
-        _gfile().rename(tmp, path, overwrite=True)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path),
-                               suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _atomic(path: str) -> bool:
+    """Paths whose records get exclusive creation and compare-and-swap."""
+    return not is_remote(path) or atomic_storage.is_gs(path)
 
 
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or None if there is no file."""
-    if not exists(path):
+def read_versioned(path: str) -> tuple[bytes, object] | None:
+    """Content and version token (see ``atomic_storage``), None if absent.
+    Elsewhere the content itself is the token."""
+    if _atomic(path):
+        return atomic_storage.read_versioned(path)
+    if not _gfile().exists(path):
         return None
-    text = read_text(path)
+    with _gfile().GFile(path, "rb") as f:
+        data = f.read()
+    return data, data
+
+
+def compare_and_swap(path: str, token: object, data: bytes) -> bool:
+    if _atomic(path):
+        return atomic_storage.compare_and_swap(path, token, data)
+    now = read_versioned(path)
+    if (now[1] if now else None) != token:
+        return False
+    _write_gfile(path, data)
+    return True
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    return compare_and_swap(path, None, data)
+
+
+def _write_gfile(path: str, data: bytes) -> None:
+    """Object stores: one upload of the whole object; other TensorFlow
+    filesystems: a temporary file renamed over the old one."""
+    if path.startswith(OBJECT_STORES):
+        with _gfile().GFile(path, "wb") as f:
+            f.write(data)
+        return
+    tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex)
+    with _gfile().GFile(tmp, "wb") as f:
+        f.write(data)
+    _gfile().rename(tmp, path, overwrite=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Replaces ``path`` so that readers never see a partial file, and a
+    writer killed midway leaves no temporary file once the next write ran."""
+    data = text.encode("utf-8")
+    if _atomic(path):
+        atomic_storage.replace(path, data)
+    else:
+        _write_gfile(path, data)
+
+
+def _parse_json(path: str, data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RegistryError("%s is not valid JSON: %s" % (path, e)) from e
     if not isinstance(value, dict):
         raise RegistryError("%s should hold a JSON object" % path)
     return value
 
 
+def dumps(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None if there is no file."""
+    found = read_versioned(path)
+    return None if found is None else _parse_json(path, found[0])
+
+
+def read_json_versioned(path: str) -> tuple[dict[str, Any], object] | None:
+    found = read_versioned(path)
+    return None if found is None else (_parse_json(path, found[0]), found[1])
+
+
 def write_json_atomic(path: str, value: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, dumps(value).decode("utf-8"))
+
+
+def update_json(path: str, change: Callable[[dict[str, Any]], None],
+                what: str) -> dict[str, Any]:
+    """Read, change, compare-and-swap, until no other writer came between:
+    concurrent updates of one record all land."""
+    for _ in range(100):
+        found = read_json_versioned(path)
+        if found is None:
+            raise RegistryError("%s disappeared while updating it" % path)
+        value, token = found
+        change(value)
+        if compare_and_swap(path, token, dumps(value)):
+            return value
+    raise RegistryError("%s: 100 concurrent writers in a row; giving up"
+                        % what)
+
+
+def owner() -> dict[str, Any]:
+    """Who is writing: enough to tell a live process from a dead one on the
+    same machine."""
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "claim": uuid.uuid4().hex}
 
 
 def utc_now() -> str:
@@ -212,21 +277,44 @@ class Registry:
     def versions(self) -> list[str]:
         """Model versions that have a run record, oldest first."""
         return [v for v in listdir(join(self.root, MODELS))
-                if _VERSION_RE.match(v) and exists(self.run_path(v))]
+                if _VERSION_RE.fullmatch(v) and exists(self.run_path(v))]
+
+    def _claim(self, version: str) -> bool:
+        """Creates the version's run record; False if it already had one."""
+        return create_exclusive(self.run_path(version), dumps({
+            "version": version, "created_at": utc_now(), "steps": {},
+            "created_by": owner()}))
 
     def new_version(self, version: str | None = None,
                     dataset_exists_ok: bool = False) -> str:
-        """Claims a fresh version id and writes its first run record."""
-        version = check_version_id(version or new_version_id())
-        if exists(self.run_path(version)) or (
-                exists(self.dataset_dir(version)) and not dataset_exists_ok):
-            raise RegistryError(
-                "version %s already exists in %s; pick another --version"
-                % (version, self.root))
-        makedirs(self.model_dir(version))
-        write_json_atomic(self.run_path(version), {
-            "version": version, "created_at": utc_now(), "steps": {}})
-        return version
+        """Claims a fresh version id (exclusively: of runs racing for one id,
+        one gets it) and writes its first run record. Without ``version``,
+        the dated id of now, or ``<id>-2``, ``<id>-3``... if runs started in
+        the same second took it."""
+        if version is not None:
+            check_version_id(version)
+            if not dataset_exists_ok and exists(self.dataset_dir(version)):
+                raise RegistryError(
+                    "version %s already exists in %s; pick another --version"
+                    % (version, self.root))
+            if not self._claim(version):
+                raise RegistryError(
+                    "version %s already exists in %s; pick another --version"
+                    % (version, self.root))
+            return version
+        base = new_version_id()
+        for n in range(1, MAX_SAME_SECOND + 1):
+            candidate = base if n == 1 else "%s-%d" % (base, n)
+            if not exists(self.dataset_dir(candidate)) and \
+                    self._claim(candidate):
+                return candidate
+        raise RegistryError("%d versions were created in the second %s"
+                            % (MAX_SAME_SECOND, base))
+
+    def adopt(self, version: str) -> bool:
+        """Starts the record of a version whose dataset exists already (written
+        by a pipeline launched elsewhere). False if it had one."""
+        return self._claim(check_version_id(version))
 
     # Run records.
     def read_run(self, version: str) -> dict[str, Any]:
@@ -237,16 +325,26 @@ class Registry:
                 % (version, self.root, ", ".join(self.versions()) or "none"))
         return run
 
+    def update_run(self, version: str,
+                   change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        self.read_run(version)  # names the version if it is unknown
+        return update_json(self.run_path(version), change,
+                           "run record of %s" % version)
+
     def record_step(self, version: str, step: str, fresh: bool = False,
                     **fields: Any) -> dict:
         """Merges ``fields`` into the record of ``step`` (or starts it afresh)
-        and stamps the time."""
-        run = self.read_run(version)
-        entry = {} if fresh else dict(run["steps"].get(step, {}))
-        entry.update(fields)
-        entry["updated_at"] = utc_now()
-        run["steps"][step] = entry
-        write_json_atomic(self.run_path(version), run)
+        and stamps the time; a compare-and-swap, so concurrent records of
+        other steps are kept."""
+        entry: dict[str, Any] = {}
+
+        def change(run: dict[str, Any]) -> None:
+            entry.clear()
+            entry.update({} if fresh else run["steps"].get(step, {}))
+            entry.update(fields)
+            entry["updated_at"] = utc_now()
+            run["steps"][step] = dict(entry)
+        self.update_run(version, change)
         return entry
 
     def step_status(self, version: str, step: str) -> str | None:
@@ -263,33 +361,93 @@ class Registry:
     def fixed_eval(self) -> dict[str, Any] | None:
         return read_json(self.fixed_eval_path)
 
-    def set_fixed_eval(self, eval_data: str, classes_file: str,
-                       source: str) -> dict[str, Any]:
+    def fixed_eval_versioned(self) -> tuple[dict[str, Any], object] | None:
+        return read_json_versioned(self.fixed_eval_path)
+
+    def set_fixed_eval(self, eval_data: str, classes_file: str, source: str,
+                       token: object = None,
+                       **definition: Any) -> dict[str, Any] | None:
+        """Records the eval set if ``fixed_eval.json`` is still the version
+        ``token`` names (None: if there is none yet). Returns the record, or
+        None if another run recorded one first."""
         record = {"eval_data": eval_data, "classes_file": classes_file,
-                  "source": source, "recorded_at": utc_now()}
-        write_json_atomic(self.fixed_eval_path, record)
-        return record
+                  "source": source, "recorded_at": utc_now(),
+                  "id": uuid.uuid4().hex}
+        record.update(definition)
+        if compare_and_swap(self.fixed_eval_path, token, dumps(record)):
+            return record
+        return None
 
     # The current pointer.
     def current(self) -> dict[str, Any] | None:
         """The pointer record, or None before the first promotion."""
-        pointer = read_json(self.current_path)
-        if pointer is not None and "version" not in pointer:
+        found = self.current_versioned()
+        return found[0] if found else None
+
+    def current_versioned(self) -> tuple[dict[str, Any], object] | None:
+        found = read_json_versioned(self.current_path)
+        if found is not None and "version" not in found[0]:
             raise RegistryError("%s names no version" % self.current_path)
-        return pointer
+        return found
 
     def current_version(self) -> str | None:
         pointer = self.current()
         return pointer["version"] if pointer else None
 
-    def set_current(self, version: str, **details: Any) -> dict[str, Any]:
-        """Points ``current`` at ``version`` in one atomic replacement."""
+    def promoted(self, version: str) -> dict[str, Any] | None:
+        """The promotion of ``version`` (from the pointer's history), or None
+        if it was never promoted."""
+        pointer = self.current()
+        for entry in promotion_history(pointer):
+            if entry["version"] == version:
+                return entry
+        return None
+
+    def check_not_promoted(self, version: str, action: str) -> None:
+        """Refuses, in one line, a write into a promoted version."""
+        entry = self.promoted(version)
+        if entry is not None:
+            raise RegistryError(
+                "version %s was promoted at %s and is never rewritten; %s "
+                "needs a new version" % (version, entry.get("promoted_at"),
+                                         action))
+
+    def set_current(self, version: str, token: object = None,
+                    **details: Any) -> dict[str, Any] | None:
+        """Points ``current`` at ``version`` if the pointer is still the one
+        ``token`` names (None: if nothing was promoted yet), in one atomic
+        replacement. Returns the new pointer, or None if another promotion
+        came first."""
         export_dir = self.export_dir(version)
         if not exists(export_dir):
             raise RegistryError("version %s has no export at %s"
                                 % (version, export_dir))
+        found = self.current_versioned()
+        before, now_token = found if found else (None, None)
+        if now_token != token:
+            return None
+        promoted_at = utc_now()
+        entry = {"version": version, "promoted_at": promoted_at}
+        entry.update({k: details[k] for k in ("accuracy", "eval_set_id")
+                      if k in details})
         pointer = {"version": version, "export_dir": export_dir,
-                   "promoted_at": utc_now()}
-        pointer.update(details)
-        write_json_atomic(self.current_path, pointer)
-        return pointer
+                   "promoted_at": promoted_at, "promotion_id": uuid.uuid4().hex,
+                   "previous": before["version"] if before else None,
+                   "history": promotion_history(before) + [entry]}
+        pointer.update({k: v for k, v in details.items()
+                        if k not in ("previous", "history")})
+        if compare_and_swap(self.current_path, token, dumps(pointer)):
+            return pointer
+        return None
+
+
+def promotion_history(pointer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every promotion, oldest first, as the pointer records it. A pointer
+    written before the history was kept counts as its own one entry."""
+    if not pointer:
+        return []
+    if "history" in pointer:
+        return list(pointer["history"])
+    return [{"version": pointer["version"],
+             "promoted_at": pointer.get("promoted_at"),
+             "accuracy": pointer.get("accuracy")}]

@@ -155,3 +155,153 @@ def gcs_emulator(log_path: Path) -> Iterator[str]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = before
+
+
+# A registry whose candidates are stand-ins: a dataset with a real manifest
+# and an "export" that holds the accuracy it is to score, so that the
+# registry's races run in well under a second per trial.
+
+ACCURACY_FILE = "accuracy.json"
+CLASSES = ["cat", "dog"]
+
+
+def stub_evaluation() -> None:
+    """Makes the retrain driver read each export's accuracy from its file
+    instead of running the model."""
+    import json
+    from deploy import retrain
+
+    def evaluate(export_dir: str, eval_data: str, classes_file: str,
+                 batch_size: int) -> dict:
+        with open(os.path.join(export_dir, ACCURACY_FILE)) as f:
+            return {"accuracy": json.load(f)["accuracy"]}
+    retrain.evaluate_export = evaluate
+
+
+def make_dataset(folder: str, seed: int = 7, train: int = 15,
+                 recognized_only: bool = False) -> None:
+    """A small complete pipeline output with its manifest."""
+    import json
+    import dataset_manifest
+    import tfrecord_schema as schema
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, schema.CLASSES_FILE), "w") as f:
+        f.write("\n".join(CLASSES) + "\n")
+    with open(os.path.join(folder, schema.STATS_FILE), "w") as f:
+        json.dump({"classes": {c: {"selected": {"train": train, "eval": 5,
+                                                 "test": 5}}
+                               for c in CLASSES}}, f)
+    for split in (schema.TRAIN, schema.EVAL):
+        with open(os.path.join(folder, schema.shard_name(split, 0, 1)),
+                  "wb") as f:
+            f.write(b"records of %s" % split.encode())
+    options = {"input": "/data/*.ndjson", "seed": seed,
+               "recognized_only": recognized_only, "max_points": 10000,
+               "max_bytes": 1000000, "classes": None,
+               "train_observations_per_class": train,
+               "eval_observations_per_class": 5}
+    dataset_manifest.write_manifest(folder, {
+        "seed": seed, "options": options, "counts": {}})
+
+
+def make_candidate(root: str, version: str, accuracy: float,
+                   **dataset: Any) -> None:
+    """A version whose pipeline and training are done."""
+    import json
+    from deploy.registry import Registry
+    registry = Registry(root)
+    registry.new_version(version)
+    make_dataset(registry.dataset_dir(version), **dataset)
+    registry.record_step(version, "pipeline", status="done")
+    os.makedirs(registry.export_dir(version))
+    with open(os.path.join(registry.export_dir(version), ACCURACY_FILE),
+              "w") as f:
+        json.dump({"accuracy": accuracy}, f)
+    registry.record_step(version, "train", status="done", classes=CLASSES)
+
+
+def retrain_worker(index: int, argv: list[str]) -> tuple[int, str]:
+    """Runs the retrain driver with stubbed evaluation; its exit status and
+    the last line it wrote to stderr."""
+    import contextlib as ctx
+    import io
+    from deploy import retrain
+    stub_evaluation()
+    err = io.StringIO()
+    with ctx.redirect_stderr(err), ctx.redirect_stdout(io.StringIO()):
+        code = retrain.main(argv)
+    lines = err.getvalue().strip().splitlines()
+    return code, lines[-1] if lines else ""
+
+
+def new_version_worker(index: int, root: str) -> str:
+    from deploy.registry import Registry
+    return Registry(root).new_version()
+
+
+KILL_POINTS = ("before_current_swap", "inside_current_swap",
+               "after_current_swap", "after_decision")
+
+
+def _kill_at(point: str) -> None:
+    """Arms a SIGKILL of this process at ``point`` of a promotion."""
+    from deploy import registry as reg
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point == "inside_current_swap":  # temporary file written, not renamed
+        real_replace = os.replace
+
+        def replace(src: str, dst: str) -> None:
+            if os.path.basename(dst) == reg.CURRENT_FILE:
+                die()
+            real_replace(src, dst)
+        os.replace = replace
+        return
+    if point == "after_decision":
+        real_write = reg.write_text_atomic
+
+        def write(path: str, text: str) -> None:
+            real_write(path, text)
+            if path.endswith(reg.EVAL_REPORT_FILE) and '"decision"' in text:
+                die()
+        reg.write_text_atomic = write
+        return
+    real_swap = reg.compare_and_swap
+
+    def swap(path: str, token: object, data: bytes) -> bool:
+        if path.endswith("/" + reg.CURRENT_FILE) and point.startswith("before"):
+            die()
+        done = real_swap(path, token, data)
+        if path.endswith("/" + reg.CURRENT_FILE) and done:
+            die()
+        return done
+    reg.compare_and_swap = swap
+
+
+def killed_retrain(argv: list[str], point: str) -> int:
+    """Runs the retrain driver (stubbed evaluation) in a new process that
+    SIGKILLs itself at ``point``; returns its exit status."""
+    assert point in KILL_POINTS, point
+    code = ("import sys, race_helpers as h\n"
+            "from deploy import retrain\n"
+            "h.stub_evaluation()\n"
+            "h._kill_at(sys.argv[1])\n"
+            "sys.exit(retrain.main(sys.argv[2:]))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+    return subprocess.run([sys.executable, "-c", code, point, *argv], env=env,
+                          timeout=120, capture_output=True).returncode
+
+
+def record_worker(index: int, root: str, version: str) -> str:
+    """Records a step of its own (``step<index>``) in one version's run."""
+    from deploy.registry import Registry
+    Registry(root).record_step(version, "step%d" % index, status="done")
+    return "step%d" % index
+
+
+def set_current_worker(index: int, root: str, token: object) -> bool:
+    """Moves ``current`` to version ``v<index+1>`` if it is still ``token``."""
+    from deploy.registry import Registry
+    return Registry(root).set_current("v%d" % (index + 1), token=token) \
+        is not None

@@ -21,7 +21,8 @@ from deploy_helpers import (
     DEPLOY, check_retrain_args, unknown_pipeline_flags)
 
 DAG_FILE = DEPLOY / "airflow" / "quickdraw_retrain_dag.py"
-ORDER = ["choose_version", "build_dataset", "train", "evaluate", "promote"]
+ORDER = ["choose_version", "build_dataset", "train", "evaluate", "gate",
+         "promote"]
 OPERATORS = {"build_dataset": "DataflowStartFlexTemplateOperator",
              "train": "CreateCustomJobOperator",
              "evaluate": "CreateCustomJobOperator",
@@ -51,12 +52,23 @@ def test_dag_structure():
                 task_id = ast.literal_eval(kwargs["task_id"])
                 operators[task_id] = node.value.func.id
                 tasks[node.targets[0].id] = task_id
-        if isinstance(node, ast.FunctionDef) and any(
-                isinstance(d, ast.Name) and d.id == "task"
-                for d in node.decorator_list):
-            operators[node.name] = "task"
-    assert {k: v for k, v in operators.items() if v != "task"} == OPERATORS
+        if isinstance(node, ast.FunctionDef):
+            for d in node.decorator_list:
+                if isinstance(d, ast.Name) and d.id == "task":
+                    operators[node.name] = "task"
+                elif isinstance(d, ast.Attribute) and \
+                        isinstance(d.value, ast.Name) and d.value.id == "task":
+                    operators[node.name] = "task." + d.attr
+    for node in ast.walk(tree):  # version = choose_version()
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Name) \
+                and node.value.func.id in operators:
+            tasks[node.targets[0].id] = node.value.func.id
+    assert {k: v for k, v in operators.items()
+            if not v.startswith("task")} == OPERATORS
     assert operators["choose_version"] == "task"
+    assert operators["gate"] == "task.short_circuit", \
+        "a refused candidate skips promote instead of failing it"
 
     chains = [_chain(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)
               and isinstance(n.value, ast.BinOp)]
@@ -90,6 +102,25 @@ def _dag_config() -> dict:
     return namespace
 
 
+def test_version_comes_from_the_logical_date_and_the_gate_reads_the_report():
+    config = _dag_config()
+    import datetime
+    from deploy.registry import check_version_id
+    when = datetime.datetime(2026, 1, 5, 4, 0, tzinfo=datetime.timezone(
+        datetime.timedelta(hours=1)))
+    assert config["version_id"](when) == VERSION
+    assert check_version_id(config["version_id"](when)) == VERSION
+    config["REGISTRY"] = "gs://b/quickdraw/registry"
+    assert config["eval_report_object"](VERSION) == (
+        "b", "quickdraw/registry/models/%s/eval_report.json" % VERSION)
+    config["REGISTRY"] = "gs://b"
+    assert config["eval_report_object"](VERSION) == (
+        "b", "models/%s/eval_report.json" % VERSION)
+    assert config["gate_passed"]({"gate": {"promoted": True}}) is True
+    assert config["gate_passed"]({"gate": {"promoted": False}}) is False
+    assert config["gate_passed"]({"version": VERSION}) is False
+
+
 def test_dag_flags():
     config = _dag_config()
     params = config["PIPELINE_PARAMETERS"]
@@ -108,14 +139,19 @@ def test_dag_flags():
 
 
 def _airflow_python() -> str | None:
-    python = os.environ.get("QUICKDRAW_AIRFLOW_PYTHON") or os.path.expanduser(
-        "~/.cache/quickdraw/airflow-venv/bin/python")
-    return python if Path(python).is_file() else None
+    """QUICKDRAW_AIRFLOW_PYTHON, else the virtualenv scripts/test.sh makes
+    (.venv-airflow), else setup_venv.sh's default place."""
+    for python in (os.environ.get("QUICKDRAW_AIRFLOW_PYTHON"),
+                   str(DEPLOY.parent / ".venv-airflow" / "bin" / "python"),
+                   os.path.expanduser("~/.cache/quickdraw/airflow-venv/bin/python")):
+        if python and Path(python).is_file():
+            return python
+    return None
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_airflow_python() is None,
-                    reason="no Airflow virtualenv: run deploy/airflow/setup_venv.sh")
+                    reason="no Airflow virtualenv (.venv-airflow): run deploy/airflow/setup_venv.sh")
 def test_dag_loads_and_runs_in_order_in_airflow(tmp_path):
     env = dict(os.environ, AIRFLOW_HOME=str(tmp_path),
                AIRFLOW__CORE__LOAD_EXAMPLES="False")
@@ -127,10 +163,16 @@ def test_dag_loads_and_runs_in_order_in_airflow(tmp_path):
     report = json.loads(report_file.read_text())
     tasks = report["tasks"]
     assert [t["task_id"] for t in tasks] == ORDER
-    for before, task in zip(ORDER, ORDER[1:]):
-        assert next(t for t in tasks if t["task_id"] == task)["upstream"] == [before]
-    version = tasks[0]["returned"]
     by_id = {t["task_id"]: t for t in tasks}
+    for before, task in zip(ORDER, ORDER[1:]):
+        expected = sorted({before, "choose_version"}) if task == "gate" \
+            else [before]
+        assert by_id[task]["upstream"] == expected
+    version = tasks[0]["returned"]
+    assert version == VERSION, "the version comes from the logical date"
+    assert by_id["gate"]["verdicts"] == [True, False, False]
+    assert by_id["gate"]["object"][1].endswith(
+        "/models/%s/eval_report.json" % VERSION)
     for task_id, operator in OPERATORS.items():
         assert by_id[task_id]["operator"] == operator
 

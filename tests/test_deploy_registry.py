@@ -21,7 +21,7 @@ def test_version_ids_are_dated_and_checked():
                              tzinfo=datetime.timezone.utc)
     assert reg.new_version_id(when) == "20260122-031500"
     assert reg.check_version_id("20260122-031500") == "20260122-031500"
-    for bad in ("", "../x", "a/b", "-x", "x" * 65, "a b"):
+    for bad in ("", "../x", "a/b", "-x", "x" * 65, "a b", "v1\n", "v1\r"):
         with pytest.raises(RegistryError, match="bad version id"):
             reg.check_version_id(bad)
 
@@ -57,12 +57,23 @@ def test_current_pointer_moves_and_names_the_export(tmp_path):
         registry.set_current("v1")
     make_export(registry, "v1")
     make_export(registry, "v2")
-    registry.set_current("v1", accuracy=0.5)
-    registry.set_current("v2", accuracy=0.6, previous="v1")
+    first = registry.set_current("v1", accuracy=0.5)
+    assert registry.set_current("v2", accuracy=0.6) is None, \
+        "a promotion judged before v1 was promoted cannot replace it"
+    _, token = registry.current_versioned()
+    registry.set_current("v2", token=token, accuracy=0.6)
+    assert registry.set_current("v2", token=token) is None
     pointer = json.loads((tmp_path / reg.CURRENT_FILE).read_text())
     assert pointer["version"] == "v2"
     assert pointer["export_dir"] == registry.export_dir("v2")
     assert pointer["previous"] == "v1"
+    assert [e["version"] for e in pointer["history"]] == ["v1", "v2"]
+    assert pointer["history"][0]["accuracy"] == first["accuracy"] == 0.5
+    assert registry.promoted("v1")["accuracy"] == 0.5
+    assert registry.promoted("v3") is None
+    with pytest.raises(RegistryError, match="v1 was promoted at .* never "
+                       "rewritten; --step=train needs a new version"):
+        registry.check_not_promoted("v1", "--step=train")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -75,9 +86,9 @@ def test_a_write_that_fails_midway_leaves_the_old_pointer(tmp_path, monkeypatch)
 
     def crash(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(reg.os, "replace", crash)
+    monkeypatch.setattr(reg.atomic_storage.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        registry.set_current("v2")
+        registry.set_current("v2", token=registry.current_versioned()[1])
     assert (tmp_path / reg.CURRENT_FILE).read_bytes() == before
     assert registry.current_version() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -107,9 +118,10 @@ def test_gate_promotes_unless_worse_by_more_than_the_margin(
         candidate, current, margin, promoted):
     report = {"candidate": {"accuracy": candidate}, "current_version": "v0",
               "current": None if current is None else {"accuracy": current}}
-    verdict, reason = retrain.decide(report, margin)
+    verdict, reason, checks = retrain.decide(report, margin)
     assert verdict is promoted
     assert ("%.4f" % candidate) in reason
+    assert [c["check"] for c in checks] == ["min_accuracy", "current", "best"]
 
 
 def test_driver_owned_flags_are_refused():
@@ -168,10 +180,11 @@ def test_registry_on_a_tensorflow_filesystem():
     registry.record_step("v1", "train", status="running", note="x" * 200)
     registry.record_step("v1", "train", fresh=True, status="done")
     assert registry.read_run("v1")["steps"]["train"]["status"] == "done"
-    registry.set_current("v2", previous="v1", reason="y" * 200)
-    registry.set_current("v1")
+    registry.set_current("v2", reason="y" * 200)
+    registry.set_current("v1", token=registry.current_versioned()[1])
     assert registry.current_version() == "v1"
     assert "reason" not in registry.current()
+    assert registry.set_current("v2") is None
     assert registry.versions() == ["v1", "v2"]
     assert reg.listdir(root) == [reg.CURRENT_FILE, reg.MODELS]
     registry.set_fixed_eval("ram://e/eval-*", "ram://e/classes", "dataset v1")

@@ -71,7 +71,11 @@ def test_first_run_promotes(first_run):
     stats = run["steps"]["pipeline"]["stats"]
     assert stats, "the pipeline's stats are recorded"
     assert retrain.main(["--registry=" + root, "--step=promote",
-                         "--version=v1"]) == retrain.EXIT_FAILED
+                         "--version=v1"]) == retrain.EXIT_OK, "already done"
+    assert retrain.main(["--registry=" + root, "--step=train",
+                         "--version=v1"]) == retrain.EXIT_FAILED, \
+        "a promoted version is never retrained"
+    assert os.path.isdir(pointer["export_dir"])
     assert registry.current() == pointer
 
 

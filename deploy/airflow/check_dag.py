@@ -8,19 +8,23 @@ Apache Beam providers (deploy/airflow/requirements.txt), not the project's:
 
 It parses the DAG folder with Airflow's DagBag (what Composer's scheduler does),
 then walks the tasks in Airflow's topological order: the ``choose_version``
-task really runs, and every later task has its templates rendered with the
-XComs of the tasks before it instead of calling Google Cloud. It prints one
-JSON object: the order, each task's operator, upstream tasks and rendered
-request (the Dataflow launch body or the Vertex AI CustomJob).
+task really runs (for the logical date LOGICAL_DATE), the ``gate`` task's
+verdict is computed from a passing and a refusing eval report instead of one
+read from Cloud Storage, and every other task has its templates rendered
+with the XComs of the tasks before it instead of calling Google Cloud. It
+prints one JSON object: the order, each task's operator, upstream tasks and
+rendered request (the Dataflow launch body or the Vertex AI CustomJob).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
 
 DAG_FOLDER = os.path.dirname(os.path.abspath(__file__))
 DAG_ID = "quickdraw_retrain"
+LOGICAL_DATE = datetime.datetime(2026, 1, 5, 3, 0, tzinfo=datetime.timezone.utc)
 
 
 class _TaskInstance:
@@ -60,9 +64,16 @@ def dry_run() -> dict:
         context = {"ti": _TaskInstance(xcoms), "dag": dag, "task": task}
         entry = {"task_id": task.task_id, "operator": type(task).__name__,
                  "upstream": sorted(task.upstream_task_ids)}
-        if hasattr(task, "python_callable"):
-            xcoms[task.task_id] = task.python_callable()
+        if task.task_id == "choose_version":
+            xcoms[task.task_id] = task.python_callable(logical_date=LOGICAL_DATE)
             entry["returned"] = xcoms[task.task_id]
+        elif task.task_id == "gate":
+            dag_file = task.python_callable.__globals__  # the DAG module's names
+            entry["object"] = dag_file["eval_report_object"](xcoms["choose_version"])
+            entry["verdicts"] = [dag_file["gate_passed"]({"gate": {"promoted": True}}),
+                                 dag_file["gate_passed"]({"gate": {"promoted": False}}),
+                                 dag_file["gate_passed"]({})]
+            xcoms[task.task_id] = True
         else:
             task.render_template_fields(context)
             entry["rendered"] = {f: getattr(task, f) for f in task.template_fields
