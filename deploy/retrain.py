@@ -606,15 +606,15 @@ def _start_step(registry: Registry, version: str, step: str) -> None:
 def run_step(registry: Registry, version: str, step: str,
              args: argparse.Namespace) -> dict[str, Any]:
     """Runs one step and records its outcome; re-raises failures. A step
-    already done is not run again; no step but a finished promotion touches
-    a promoted version."""
-    if step != "promote":
-        registry.check_not_promoted(version, "--step=%s" % step)
+    already done is not run again; no other step runs on a promoted version
+    but its promotion (which then only finishes its records)."""
     entry = registry.read_run(version)["steps"].get(step, {})
     if entry.get("status") == "done":
         print("retrain %s: %s was already done" % (version, step),
               file=sys.stderr)
         return dict(entry, already=True)
+    if step != "promote":
+        registry.check_not_promoted(version, "--step=%s" % step)
     record = step != "train" or _is_chief()
     if record:
         _start_step(registry, version, step)
@@ -646,7 +646,7 @@ def retrain(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                            "step printed)" % args.step)
     else:
         version = reg.check_version_id(args.version)
-        if steps[0] != "promote":
+        if len(steps) == 1 and steps[0] != "promote":
             registry.check_not_promoted(version, "--step=%s" % args.step)
         if read_run_or_none(registry, version) is None:
             if not _is_chief():  # the chief adopts the dataset

@@ -345,3 +345,47 @@ def test_gs_registry_refuses_reused_ids_and_missing_exports(gs_root):
     assert registry.set_current("v1")["export_dir"] == \
         gs_root + "/single/models/v1/export"
     assert registry.promoted("v1") is not None
+
+
+def _running(root: str, version: str, step: str, host: str, pid: int) -> None:
+    Registry(root).record_step(version, step, fresh=True, status="running",
+                               owner={"host": host, "pid": pid})
+
+
+def test_a_killed_step_runs_again_and_a_running_one_is_not_joined(
+        tmp_path, capsys):
+    import socket
+    import subprocess
+    root = promoted_root(tmp_path)
+    make_candidate(root, "v1", 0.8)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _running(root, "v1", "evaluate", socket.gethostname(), gone.pid)
+    assert run(root, "evaluate", "v1") == retrain.EXIT_OK, "its owner is gone"
+    _running(root, "v1", "promote", socket.gethostname(), os.getppid())
+    capsys.readouterr()
+    assert run(root, "promote", "v1") == retrain.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "step promote of version v1 is running in process %d" \
+        % os.getppid() in err
+    assert Registry(root).current_version() == "v0"
+    _running(root, "v1", "promote", "another-host", os.getppid())
+    assert run(root, "promote", "v1") == retrain.EXIT_OK, \
+        "a process on another machine cannot be seen: a re-run takes over"
+    assert Registry(root).current_version() == "v1"
+
+
+def test_a_whole_run_repeated_finishes_what_is_left(tmp_path, capsys):
+    root = promoted_root(tmp_path)
+    make_candidate(root, "v1", 0.8)
+    capsys.readouterr()
+    assert run(root, "all", "v1") == retrain.EXIT_OK
+    err = capsys.readouterr().err
+    assert "pipeline was already done" in err and "train was already done" \
+        in err and "v1: promoted" in err
+    before = open(Registry(root).current_path, "rb").read()
+    assert run(root, "all", "v1") == retrain.EXIT_OK
+    assert capsys.readouterr().err.count("already done") == 4
+    assert open(Registry(root).current_path, "rb").read() == before
+    assert run(root, "train", "v1") == retrain.EXIT_FAILED
+    assert "never rewritten" in capsys.readouterr().err
