@@ -35,6 +35,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from typing import Any, Callable
 
@@ -229,7 +230,7 @@ def owner() -> dict[str, Any]:
     """Who is writing: enough to tell a live process from a dead one on the
     same machine."""
     return {"host": socket.gethostname(), "pid": os.getpid(),
-            "claim": uuid.uuid4().hex}
+            "time": time.time(), "claim": uuid.uuid4().hex}
 
 
 def utc_now() -> str:

@@ -572,19 +572,15 @@ STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def _alive_elsewhere(entry: dict[str, Any]) -> bool:
     """A step recorded as running by another process that is still alive on
-    this machine (on another machine it cannot be told, and counts as dead:
-    a scheduler runs one task per version at a time)."""
+    this machine (the same pid started later is another process). On another
+    machine it cannot be told, and counts as dead: a scheduler runs one task
+    per version at a time, and its retry may run anywhere."""
+    from pipeline.output_folder import owner_is_gone
     who = entry.get("owner") or {}
     if entry.get("status") != "running" or who.get("host") != \
-            socket.gethostname() or who.get("pid") in (None, os.getpid()):
+            socket.gethostname() or who.get("pid") == os.getpid():
         return False
-    try:
-        os.kill(int(who["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not owner_is_gone(who)
 
 
 def _start_step(registry: Registry, version: str, step: str) -> None:

@@ -347,29 +347,37 @@ def test_gs_registry_refuses_reused_ids_and_missing_exports(gs_root):
     assert registry.promoted("v1") is not None
 
 
-def _running(root: str, version: str, step: str, host: str, pid: int) -> None:
+def _running(root: str, version: str, step: str, host: str, pid: int,
+             since: float) -> None:
     Registry(root).record_step(version, step, fresh=True, status="running",
-                               owner={"host": host, "pid": pid})
+                               owner={"host": host, "pid": pid, "time": since})
 
 
 def test_a_killed_step_runs_again_and_a_running_one_is_not_joined(
         tmp_path, capsys):
     import socket
     import subprocess
+    import time
     root = promoted_root(tmp_path)
     make_candidate(root, "v1", 0.8)
     gone = subprocess.Popen(["true"])
     gone.wait()
-    _running(root, "v1", "evaluate", socket.gethostname(), gone.pid)
+    _running(root, "v1", "evaluate", socket.gethostname(), gone.pid,
+             time.time())
     assert run(root, "evaluate", "v1") == retrain.EXIT_OK, "its owner is gone"
-    _running(root, "v1", "promote", socket.gethostname(), os.getppid())
+    _running(root, "v1", "promote", socket.gethostname(), os.getppid(),
+             time.time())
     capsys.readouterr()
     assert run(root, "promote", "v1") == retrain.EXIT_FAILED
     err = capsys.readouterr().err
     assert "step promote of version v1 is running in process %d" \
         % os.getppid() in err
     assert Registry(root).current_version() == "v0"
-    _running(root, "v1", "promote", "another-host", os.getppid())
+    make_candidate(root, "v2", 0.8)
+    _running(root, "v2", "evaluate", socket.gethostname(), os.getppid(), 0.0)
+    assert run(root, "evaluate", "v2") == retrain.EXIT_OK, \
+        "a process started after the record is another one, its pid reused"
+    _running(root, "v1", "promote", "another-host", os.getppid(), time.time())
     assert run(root, "promote", "v1") == retrain.EXIT_OK, \
         "a process on another machine cannot be seen: a re-run takes over"
     assert Registry(root).current_version() == "v1"
