@@ -9,9 +9,13 @@ is what a straight port looks like: per-record parsing, ``padded_batch`` to
 each batch's longest drawing, Keras ``Bidirectional(LSTM)`` layers fed a
 mask, a compiled train step. The trainer uses its own input pipeline (batched
 parsing, length bucketing with quantile boundaries as the pipeline's
-ink_length_stats.json gives them) and model.
+ink_length_stats.json gives them) and model, three ways: without bucketing,
+bucketed batches of 64, and bucketed batches sized by a budget of points
+(``--batch_tokens``). Each contender's padded points per batch (batch size x
+padded length) are reported beside its throughput: they set a batch's
+activation memory, which the budget bounds.
 
-    python benchmarks/bench_trainer.py [--steps 60] [--warmup 15]
+    python benchmarks/bench_trainer.py [--steps 60] [--warmup 15] [--batch_tokens 2816]
 """
 from __future__ import annotations
 
@@ -116,16 +120,24 @@ def baseline_step(model: keras.Model):
     return lambda batch: step(*batch)
 
 
-def throughput(step, batches, warmup: int, steps: int) -> float:
-    """Examples per second over ``steps`` steps after ``warmup`` untimed ones."""
+def throughput(step, batches, warmup: int, steps: int) -> dict:
+    """Examples per second over ``steps`` steps after ``warmup`` untimed ones,
+    and the padded points (batch size x padded length) per batch, the figure
+    that sets a batch's activation memory."""
     iterator = iter(batches)
     for _ in range(warmup):
         np.asarray(step(next(iterator)))
+    examples, points = 0, []
     start = time.perf_counter()
     for _ in range(steps):
-        loss = step(next(iterator))
-    np.asarray(loss)
-    return steps * BATCH / (time.perf_counter() - start)
+        batch = next(iterator)
+        ink = batch[0]["ink"] if isinstance(batch[0], dict) else batch[0][0]
+        examples += int(ink.shape[0])
+        points.append(int(ink.shape[0]) * int(ink.shape[1]))
+        out = step(batch)
+    np.asarray(out)
+    return {"examples_per_s": examples / (time.perf_counter() - start),
+            "mean_points": float(np.mean(points)), "max_points": int(max(points))}
 
 
 def latency(export_dir: str, lines: list[str], n: int) -> tuple[float, float]:
@@ -149,6 +161,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=60, help="timed steps per contender")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps before timing")
     p.add_argument("--latency_requests", type=int, default=200)
+    p.add_argument("--batch_tokens", type=int, default=2816,
+                   help="points per batch of the budgeted contender (64 x 44, the padded "
+                        "length of an average bucketed batch)")
+    p.add_argument("--max_batch", type=int, default=256,
+                   help="most drawings per batch of the budgeted contender")
     args = p.parse_args(argv)
     keras.utils.set_random_seed(0)
     warnings.filterwarnings("ignore", message=".*does not support masking")
@@ -162,31 +179,38 @@ def main(argv: list[str] | None = None) -> dict:
               % (len(lines), len(classes), boundaries, device), flush=True)
 
         base = baseline_model(len(classes))
-        base_rate = throughput(baseline_step(base), baseline_dataset(pattern), args.warmup, args.steps)
-        print("baseline (padded_batch, masked Keras Bidirectional): %.1f examples/s" % base_rate,
-              flush=True)
+        results = {"baseline": throughput(baseline_step(base), baseline_dataset(pattern),
+                                          args.warmup, args.steps)}
+        base_rate = results["baseline"]["examples_per_s"]
+        report("baseline (padded_batch, masked Keras Bidirectional)", results["baseline"],
+               base_rate)
 
         config = ModelConfig(num_classes=len(classes), mixed_precision=bool(devices))
-        rates = {}
-        for name, bucket_by in (("without bucketing", None), ("", boundaries)):
+        contenders = (("without bucketing", BATCH, None, None),
+                      ("default", BATCH, boundaries, None),
+                      ("batch_tokens=%d" % args.batch_tokens, args.max_batch, boundaries,
+                       args.batch_tokens))
+        for name, batch_size, bucket_by, tokens in contenders:
             model = build_model(config)
             optimizer = make_optimizer(1e-4, config.mixed_precision)
-            step = make_train_step(tf.distribute.get_strategy(), model, optimizer, BATCH, 9.0)
-            batches = data.make_dataset(pattern, BATCH, classes, training=True,
-                                        boundaries=bucket_by, seed=0)
-            rates[name] = throughput(step, batches, args.warmup, args.steps)
-            print("trainer%s: %.1f examples/s (%.2fx the baseline)"
-                  % (" " + name if name else "", rates[name], rates[name] / base_rate), flush=True)
-        rate = rates[""]
+            step = make_train_step(tf.distribute.get_strategy(), model, optimizer, 9.0)
+            batches = data.make_dataset(pattern, batch_size, classes, training=True,
+                                        boundaries=bucket_by, seed=0, batch_tokens=tokens)
+            results[name] = throughput(step, batches, args.warmup, args.steps)
+            report("trainer, " + name, results[name], base_rate)
 
         export_dir = export_model(model, classes, os.path.join(tmp, "export"), 0)
         p50, p99 = latency(export_dir, lines, args.latency_requests)
         print("single-drawing predict latency of the export: p50 %.1f ms, p99 %.1f ms"
               % (p50, p99), flush=True)
-    return {"device": device, "baseline_examples_per_s": base_rate,
-            "trainer_examples_per_s": rate, "speedup": rate / base_rate,
-            "trainer_without_bucketing_examples_per_s": rates["without bucketing"],
+    return {"device": device, "load_average_1m": os.getloadavg()[0], "results": results,
             "predict_p50_ms": p50, "predict_p99_ms": p99}
+
+
+def report(name: str, result: dict, base_rate: float) -> None:
+    print("%s: %.1f examples/s (%.2fx the baseline), padded points per batch mean %.0f max %d"
+          % (name, result["examples_per_s"], result["examples_per_s"] / base_rate,
+             result["mean_points"], result["max_points"]), flush=True)
 
 
 if __name__ == "__main__":

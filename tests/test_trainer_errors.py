@@ -184,3 +184,24 @@ def test_zero_length_examples_are_counted_and_reported(paths, tmp_path):
     assert metrics["dropped_examples"]["training"] >= 1
     report = json.loads((model_dir / "eval_report.json").read_text())
     assert report["dropped_examples"] == metrics["dropped_examples"]
+
+
+def test_tampered_pipeline_dataset_is_refused_in_one_line(tmp_path):
+    import dataset_manifest
+    folder = tmp_path / "data"
+    paths = write_tutorial_dataset(folder, CLASSES, train_per_class=4, eval_per_class=2)
+    dataset_manifest.write_manifest(str(folder), {"counts": {"train": 12, "eval": 6}})
+    shard = list_files(paths["training_data"])[0]
+    blob = bytearray(open(shard, "rb").read())
+    blob[-5] ^= 0xFF  # same size, other content
+    open(shard, "wb").write(bytes(blob))
+    with pytest.raises(TrainerError) as error:
+        task.main(flags(paths, tmp_path / "m"))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("dataset refused: %s: %s has CRC-32C" % (folder, os.path.basename(shard)))
+    assert not (tmp_path / "m").exists()
+    open(shard, "ab").write(b"x")
+    with pytest.raises(TrainerError, match="dataset refused: .* has %d bytes, manifest.json says %d"
+                                           % (len(blob) + 1, len(blob))):
+        task.main(flags(paths, tmp_path / "m") + ["--no_dataset_checksums"])

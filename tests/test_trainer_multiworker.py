@@ -101,7 +101,7 @@ def run(strategy):
         model = build_model(CONFIG)
         optimizer = make_optimizer(0.01, False)
         optimizer.build(model.trainable_variables)
-    step = make_train_step(strategy, model, optimizer, 4, clip_norm=0.05)
+    step = make_train_step(strategy, model, optimizer, clip_norm=0.05)
     n = strategy.num_replicas_in_sync
     norms = []
     for features, labels in BATCHES:

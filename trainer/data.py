@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+import dataset_manifest
 import tfrecord_schema as schema
 from trainer.errors import TrainerError
 
@@ -157,19 +158,41 @@ def _dense_ink(features: dict, label: tf.Tensor):
     return {schema.INK: ink, LENGTHS: features[LENGTHS]}, label
 
 
+def bucket_batch_sizes(boundaries: list[int], batch_size: int,
+                       batch_tokens: int | None = None) -> list[int]:
+    """The batch size of each length bucket (one more than there are boundaries).
+
+    Without a budget every bucket has ``batch_size``. With ``batch_tokens``, a
+    bucket's batch holds as many drawings as fit in that many points when
+    padded to the bucket's longest length (at least one, at most
+    ``batch_size``). The last bucket is open-ended; it is sized for drawings
+    up to ``TAIL_STEP`` times its lower boundary, which the tail boundaries
+    make the longest drawing.
+    """
+    if not batch_tokens:
+        return [batch_size] * (len(boundaries) + 1)
+    longest = [b - 1 for b in boundaries] + [int(boundaries[-1] * TAIL_STEP) + 1]
+    return [max(1, min(batch_size, batch_tokens // n)) for n in longest]
+
+
 def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], *,
                  training: bool, boundaries: list[int] | None = None,
                  seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None,
-                 dropped: tf.Variable | None = None) -> tf.data.Dataset:
+                 dropped: tf.Variable | None = None,
+                 batch_tokens: int | None = None) -> tf.data.Dataset:
     """Batches of ``({"ink": [B, T, 3], "lengths": [B]}, labels [B])``.
 
     Training data repeats forever, shuffled; eval data is read once in order.
     With ``boundaries`` the batches are bucketed by ink length (every batch is
-    padded only to its own longest drawing). ``input_context`` shards the input
-    between the workers of a distribution strategy. Zero-length drawings are
-    left out and counted in ``dropped`` (an int64 variable) when given.
+    padded only to its own longest drawing); ``batch_tokens`` then sizes each
+    bucket's batches by a budget of points (``bucket_batch_sizes``).
+    ``input_context`` shards the input between the workers of a distribution
+    strategy. Zero-length drawings are left out and counted in ``dropped``
+    (an int64 variable) when given.
     """
+    if batch_tokens and not boundaries:
+        raise TrainerError("a budget of points per batch needs length bucketing")
     files = list_files(pattern) if isinstance(pattern, str) else list(pattern)
     class_names = tf.constant(classes, tf.string)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -197,7 +220,7 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
         ds = ds.bucket_by_sequence_length(
             element_length_func=lambda features, label: features[LENGTHS],
             bucket_boundaries=list(boundaries),
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            bucket_batch_sizes=bucket_batch_sizes(boundaries, batch_size, batch_tokens),
             padded_shapes=padded_shapes, drop_remainder=training)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes, drop_remainder=training)
@@ -211,6 +234,36 @@ def data_error(message: str) -> str:
     if prefix in line:  # tf.debugging.Assert's data, printed with quotes escaped
         line = line.split(prefix, 1)[1].rstrip("]").replace("\\'", "'")
     return line
+
+
+def verify_datasets(patterns: list[str], classes_file: str, checksums: bool = True) -> int:
+    """Checks the pipeline's manifest of every folder the data comes from.
+
+    A folder the pipeline wrote must hold exactly the files its manifest
+    lists, with their sizes and (with ``checksums``) CRC-32C, which also pins
+    the record counts; a folder without a manifest and without anything only
+    the pipeline writes (the tutorial's create_dataset.py output) passes. A
+    classes file from elsewhere must match the one the pipeline wrote beside
+    the records. Returns the number of folders with a manifest.
+    """
+    folders = sorted({os.path.dirname(part.strip()) or "."
+                      for pattern in patterns for part in pattern.split(",")})
+    verified = 0
+    for folder in folders:
+        try:
+            manifest = dataset_manifest.verify(folder, checksums=checksums)
+        except dataset_manifest.ManifestError as e:
+            raise TrainerError("dataset refused: %s" % e) from e
+        if manifest is None:
+            continue
+        verified += 1
+        beside = os.path.join(folder, schema.CLASSES_FILE)
+        if schema.CLASSES_FILE in manifest.get("files", {}) and \
+                os.path.normpath(beside) != os.path.normpath(classes_file) and \
+                read_classes(beside) != read_classes(classes_file):
+            raise TrainerError("%s differs from %s, the classes file of the dataset in %s"
+                               % (classes_file, beside, folder))
+    return verified
 
 
 def scan(files: list[str], classes: list[str], what: str) -> tuple[int, int]:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the SavedModel goes (default: <model_dir>/export)")
     io.add_argument("--length_stats", default=None,
                     help="ink_length_stats.json for bucketing (default: beside the training data)")
+    io.add_argument("--no_dataset_checksums", action="store_true",
+                    help="check only file sizes against the pipeline's manifest, not CRC-32C "
+                         "(faster start on a large dataset)")
     io.add_argument("--warm_start_from", default=None,
                     help="initialise weights from another run's model_dir or export")
     model = p.add_argument_group("model")
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="seed for weights and shuffling")
     train.add_argument("--no_bucketing", action="store_true",
                        help="pad batches without grouping drawings by length")
+    train.add_argument("--batch_tokens", type=int, default=None,
+                       help="size each length bucket's batches by this many points (padding "
+                            "included; global, split between replicas), at most --batch_size "
+                            "drawings; bounds the memory of batches of long drawings")
     train.add_argument("--mixed_precision", choices=("auto", "true", "false"), default="auto",
                        help="float16 compute with float32 weights (auto: on GPU)")
     train.add_argument("--distribution", choices=DISTRIBUTIONS, default="auto",
@@ -95,6 +102,12 @@ def validate(args: argparse.Namespace) -> None:
                  "log_every_steps", "top_k", "keep_checkpoints"):
         if getattr(args, name) <= 0:
             raise TrainerError("--%s must be positive" % name)
+    if args.batch_tokens is not None:
+        if args.batch_tokens <= 0:
+            raise TrainerError("--batch_tokens must be positive")
+        if args.no_bucketing:
+            raise TrainerError("--batch_tokens sizes the length buckets' batches; it cannot be "
+                               "used with --no_bucketing")
     if not 0.0 <= args.dropout < 1.0:
         raise TrainerError("--dropout must be in [0, 1)")
     if args.learning_rate <= 0:

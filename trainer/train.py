@@ -102,6 +102,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     classes = data.read_classes(args.classes_file)
     train_files = data.list_files(args.training_data)
     eval_files = data.list_files(args.eval_data)
+    data.verify_datasets([args.training_data, args.eval_data], args.classes_file,
+                         checksums=not args.no_dataset_checksums)
     data.check_records(train_files, classes)
     data.check_records(eval_files, classes)
     eval_dropped = data.scan(eval_files, classes, "eval")[1] if is_chief else 0
@@ -131,13 +133,15 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         train_dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        replicas = context.num_replicas_in_sync
         return data.make_dataset(train_files, context.get_per_replica_batch_size(global_batch),
                                  classes, training=True, boundaries=boundaries,
-                                 seed=args.seed, input_context=context, dropped=train_dropped)
+                                 seed=args.seed, input_context=context, dropped=train_dropped,
+                                 batch_tokens=args.batch_tokens // replicas
+                                 if args.batch_tokens else None)
 
     dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    train_step = make_train_step(strategy, model, optimizer, global_batch,
-                                 args.gradient_clipping_norm)
+    train_step = make_train_step(strategy, model, optimizer, args.gradient_clipping_norm)
     eval_model = build_model(dict_replace(config, mixed_precision=False))
     eval_logits = tf.function(lambda f: eval_model(f, training=False), reduce_retracing=True)
     train_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "train")) \
@@ -148,7 +152,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     def evaluate(step: int) -> tuple[dict, np.ndarray]:
         eval_model.set_weights(model.get_weights())
         dataset = data.make_dataset(eval_files, args.batch_size, classes, training=False,
-                                    boundaries=boundaries)
+                                    boundaries=boundaries, batch_tokens=args.batch_tokens)
         metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps)
         metrics["global_step"] = step
         if not np.isfinite(metrics["loss"]):
@@ -166,10 +170,10 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
 
     step = int(optimizer.iterations.numpy())
     iterator = iter(dist_dataset)
-    window_start, window_steps, skipped, window_skipped = time.time(), 0, 0, 0
+    window_start, window_examples, skipped, window_skipped = time.time(), 0, 0, 0
     try:
         while step < args.steps:
-            loss, norm = (float(v) for v in train_step(next(iterator)))
+            loss, norm, examples = (float(v) for v in train_step(next(iterator)))
             done = int(optimizer.iterations.numpy())
             if not (np.isfinite(loss) and (np.isfinite(norm) or config.mixed_precision)):
                 raise TrainerError(non_finite_message(
@@ -183,9 +187,9 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                                                           manager, args))
                 continue
             step, skipped = done, 0
-            window_steps += 1
+            window_examples += examples
             if step % args.log_every_steps == 0 or step == args.steps:
-                rate = window_steps * global_batch / max(time.time() - window_start, 1e-9)
+                rate = window_examples / max(time.time() - window_start, 1e-9)
                 print("train step %d/%d: loss %.4f  %.0f examples/s%s"
                       % (step, args.steps, loss, rate,
                          "  (%d batches skipped by loss scaling)" % window_skipped
@@ -193,7 +197,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                 with train_summaries.as_default():
                     summaries.scalar("loss", loss, step)
                     summaries.scalar("examples_per_second", rate, step)
-                window_start, window_steps, window_skipped = time.time(), 0, 0
+                window_start, window_examples, window_skipped = time.time(), 0, 0
             if step % args.checkpoint_every_steps == 0 or step == args.steps:
                 check_finite_weights(model, step, manager, args)
                 manager.save(checkpoint_number=step)
@@ -308,36 +312,43 @@ def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
     return ModelConfig.from_dict(dict(config.to_dict(), **changes))
 
 
-def make_train_step(strategy: tf.distribute.Strategy, model, optimizer, global_batch: int,
+def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
                     clip_norm: float | None):
     """A compiled step: forward, loss averaged over the global batch, Adam update.
 
-    The replicas' gradients are summed first and the sum is clipped to
-    ``clip_norm`` by its global norm, so N replicas step exactly as one device
-    does on the same global batch. Returns the loss and the global norm of the
-    summed (unscaled) gradient.
+    The loss is the mean over all the replicas' examples (their number is
+    summed across replicas, so batches sized by a budget of points, which
+    differ from step to step and from replica to replica, weigh each example
+    equally). The replicas' gradients are summed first and the sum is clipped
+    to ``clip_norm`` by its global norm, so N replicas step exactly as one
+    device does on the same global batch. Returns the loss, the global norm of
+    the summed (unscaled) gradient and the number of examples.
     """
     scaling = optimizer is not inner_optimizer(optimizer)
 
     def step_fn(features, labels):
+        context = tf.distribute.get_replica_context()
+        examples = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                      tf.cast(tf.shape(labels)[0], tf.float32))
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            loss = tf.reduce_sum(per_example) / examples
             scaled = optimizer.scale_loss(loss) if scaling else loss
         grads = tape.gradient(scaled, model.trainable_variables)
-        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         scale = tf.cast(optimizer.dynamic_scale, tf.float32) if scaling else tf.constant(1.0)
         norm = tf.linalg.global_norm(grads) / scale
         if clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm * scale)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, norm
+        return loss, norm, examples
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs):
-        loss, norm = strategy.run(step_fn, args=inputs)
+        loss, norm, examples = strategy.run(step_fn, args=inputs)
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None))
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, examples, axis=None))
 
     return train_step
