@@ -7,12 +7,14 @@ the options and seed, and the code version. A reader (trainer, retrain driver,
 registry) calls :func:`verify`, which refuses in one line a folder whose files
 differ from the manifest, or a pipeline folder whose run never finished.
 
-Files are reached through Beam's ``FileSystems`` (local paths, gs://): the same
-layer that writes them, and one that is installed wherever this project runs,
-including Beam launchers without TensorFlow.
+Files are listed and read through Beam's ``FileSystems`` (local paths, gs://):
+the same layer that writes them, installed wherever this project runs, also on
+Beam launchers without TensorFlow. manifest.json itself is replaced through
+``atomic_storage.replace`` (rename locally, one upload on gs://).
 """
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import json
@@ -54,7 +56,7 @@ def list_files(folder: str) -> dict[str, int]:
     """Every file under ``folder`` (recursively) -> its size, by relative path."""
     fs = _fs()
     base = folder.rstrip("/")
-    if not fs.exists(base):
+    if "://" not in base and not fs.exists(base):   # an object store has no folders to test
         return {}
     try:
         found = fs.match([fs.join(base, "**")])[0].metadata_list
@@ -69,7 +71,10 @@ def list_files(folder: str) -> dict[str, int]:
 
 
 def crc32c(path: str) -> str:
-    """CRC-32C of a file as 8 hex digits (GCS reports the same checksum)."""
+    """CRC-32C of a file as 8 hex digits. On gs:// the object's own CRC-32C
+    (which GCS checks on upload) is read from its metadata: no data is read."""
+    if path.startswith("gs://"):
+        return base64.b64decode(_fs().checksum(path)).hex()
     import google_crc32c
     checksum = google_crc32c.Checksum()
     with _fs().open(path, mime_type="application/octet-stream",
@@ -104,8 +109,8 @@ def code_version() -> dict:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    from pipeline.atomic_files import write_atomically
-    write_atomically(path, data)
+    import atomic_storage
+    atomic_storage.replace(path, data)
 
 
 def invalidate(folder: str) -> None:
