@@ -1,4 +1,4 @@
-"""Installs the pipeline, trainer and deploy packages and their commands.
+"""Installs the pipeline, trainer, serving and deploy packages and their commands.
 
 Dataflow workers install the project from this file (``--setup_file=./setup.py``);
 the versions come from requirements.txt, which travels with it (MANIFEST.in).
@@ -32,7 +32,9 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*",
                                                "trainer", "trainer.*",
+                                               "serving", "serving.*",
                                                "deploy", "deploy.*"]),
+    package_data={"serving": ["static/*"]},
     py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "atomic_storage"],
     include_package_data=True,
     install_requires=requirements(),
@@ -43,6 +45,7 @@ setuptools.setup(
             "quickdraw-train=trainer.task:run",
             "quickdraw-predict=trainer.predict:main",
             "quickdraw-retrain=deploy.retrain:main",
+            "quickdraw-serve=serving.server:main",
         ],
     },
 )

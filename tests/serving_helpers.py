@@ -3,8 +3,11 @@ mechanics, not accuracy) over a pipeline dataset of real drawings, or with the
 trainer's own preprocessing as for a dataset made by the tutorial's script."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 import tfrecord_schema as schema
 
@@ -40,3 +43,93 @@ def dataset_classes(dataset: Path) -> list[str]:
 
 def transform_dir(dataset: Path) -> str:
     return os.path.join(str(dataset), schema.TRANSFORM_DIR)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``quickdraw-serve`` in a subprocess, ready once /healthz answers."""
+
+    def __init__(self, *args: str, timeout: float = 180):
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                            os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--port=%d" % self.port, *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited: %s" % self.process.stdout.read().decode())
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=2).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the server did not start in %d s" % timeout)
+                time.sleep(0.3)
+
+    def rss_mib(self) -> float:
+        with open("/proc/%d/status" % self.process.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def alive(self) -> bool:
+        import urllib.request
+        return self.process.poll() is None and urllib.request.urlopen(
+            self.url + "/healthz", timeout=10).status == 200
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+
+
+def raw_batch(lines: list[str]) -> dict:
+    """Padded absolute points of ndjson lines, as the raw signature takes them."""
+    drawings = []
+    for line in lines:
+        xs, ys, ends = [], [], []
+        for stroke in json.loads(line)["drawing"]:
+            xs += stroke[0]
+            ys += stroke[1]
+            ends += [0.0] * (len(stroke[0]) - 1) + [1.0]
+        drawings.append((xs, ys, ends))
+    n = max(len(d[0]) for d in drawings)
+    batch = np.zeros((3, len(drawings), n), np.float32)
+    for i, d in enumerate(drawings):
+        for c in range(3):
+            batch[c, i, :len(d[c])] = d[c]
+    return dict(x=batch[0], y=batch[1], stroke_end=batch[2],
+                lengths=np.array([len(d[0]) for d in drawings], np.int32))
+
+
+def expected_probabilities(model, lines: list[str]) -> np.ndarray:
+    """parse_line + the Keras model, one drawing at a time (no padding)."""
+    import tensorflow as tf
+
+    from pipeline.parse import parse_line
+    out = []
+    for line in lines:
+        ink, _ = parse_line(line)
+        logits = model({schema.INK: ink[np.newaxis], "lengths": np.array([len(ink)], np.int32)},
+                       training=False)
+        out.append(tf.nn.softmax(logits)[0].numpy())
+    return np.stack(out)

@@ -1,0 +1,150 @@
+"""Load test of ``quickdraw-serve`` on localhost: concurrent clients, each
+sending one real drawing per request to TF Serving's predict API over a
+kept-alive connection, for a bounded time. Reports requests/s, p50/p90/p99
+latency, the mean batch the server formed, and the machine's load average
+(the clients share the CPU with the server, as they would on one machine).
+
+    python benchmarks/bench_serving.py [--model=EXPORT] [--clients 1,8,32] [--seconds 15]
+
+Without ``--model`` it exports the tutorial's default-size classifier (344
+classes, random weights: latency does not depend on the weights) to a
+temporary folder first.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = [Path(os.environ.get("QUICKDRAW_SHARED_SAMPLE",
+                   REPO.parent / "shared" / "data" / "quickdraw_simplified_sample")),
+           REPO / "data" / "sample"]
+
+
+def drawings(limit: int = 2000) -> list[bytes]:
+    """Request bodies of one real drawing each."""
+    sample = next(p for p in SAMPLES if p.is_dir())
+    bodies = []
+    for path in sorted(sample.glob("*.ndjson")):
+        for line in path.read_text().splitlines()[:6]:
+            bodies.append(json.dumps({"instances": [json.loads(line)["drawing"]]}).encode())
+    return bodies[::max(1, len(bodies) // limit)]
+
+
+def default_export(directory: str) -> str:
+    import keras
+
+    from trainer.export import export_model
+    from trainer.model import ModelConfig, build_model
+    keras.utils.set_random_seed(0)
+    classes = ["class_%03d" % i for i in range(344)]
+    export_model(build_model(ModelConfig(num_classes=len(classes))), classes, directory, 0)
+    return directory
+
+
+def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--model=%s" % model,
+                                "--port=%d" % port, *extra], env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=2).read()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit("the server exited with %d" % process.returncode)
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+def health(port: int) -> dict:
+    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10) as r:
+        return json.load(r)
+
+
+def run_clients(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    """``clients`` threads sending requests back to back for ``seconds``."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        n = index
+        while time.monotonic() < stop:
+            body = bodies[n % len(bodies)]
+            n += clients
+            start = time.perf_counter()
+            connection.request("POST", "/v1/models/quickdraw:predict", body,
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            latencies[index].append(time.perf_counter() - start)
+            if response.status != 200:
+                errors[index] += 1
+        connection.close()
+
+    before = health(port)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    after = health(port)
+    ms = np.array([x for per in latencies for x in per]) * 1000
+    batches = max(1, after["batches"] - before["batches"])
+    return {"clients": clients, "requests": int(ms.size), "errors": sum(errors),
+            "requests_per_s": round(ms.size / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p90_ms": round(float(np.percentile(ms, 90)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_batch": round((after["drawings"] - before["drawings"]) / batches, 2),
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="export to serve (default: see above)")
+    p.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    p.add_argument("--seconds", type=float, default=15, help="per client count")
+    p.add_argument("--warmup", type=float, default=3)
+    p.add_argument("--port", type=int, default=8599)
+    p.add_argument("--server_args", default="", help="extra quickdraw-serve options")
+    args = p.parse_args(argv)
+    bodies = drawings()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or default_export(os.path.join(tmp, "export"))
+        server = start_server(model, args.port, args.server_args.split())
+        try:
+            print("cores %d, load average before: %s" % (os.cpu_count(), os.getloadavg()),
+                  flush=True)
+            run_clients(args.port, bodies, 4, args.warmup)
+            results = []
+            for clients in [int(c) for c in args.clients.split(",")]:
+                result = run_clients(args.port, bodies, clients, args.seconds)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return results
+
+
+if __name__ == "__main__":
+    main()

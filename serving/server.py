@@ -1,0 +1,89 @@
+"""``quickdraw-serve --model=DIR``: serves an export over HTTP (see ``serving.app``)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import ndjson_format
+from serving.app import Settings, create_app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    p = argparse.ArgumentParser(prog="quickdraw-serve", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="export directory (a SavedModel)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    p.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default")
+    p.add_argument("--model_name", default=d.model_name, help="the <name> in /v1/models/<name>")
+    p.add_argument("--examples", default=None,
+                   help="dataset folder (its eval and test splits) or TFRecord pattern of "
+                        "held-out drawings for the page's 'show me' button")
+    p.add_argument("--top_k", type=int, default=d.top_k, help="classes per prediction")
+    p.add_argument("--threshold", type=float, default=d.threshold,
+                   help="a target's probability above which the drawing is accepted")
+    p.add_argument("--max_points", type=int, default=d.limits.max_points,
+                   help="points per drawing (0: no cap)")
+    p.add_argument("--max_strokes", type=int, default=d.limits.max_strokes,
+                   help="strokes per drawing (0: no cap)")
+    p.add_argument("--max_body_bytes", type=int, default=d.max_body_bytes,
+                   help="bytes per request body; larger ones get a 413")
+    p.add_argument("--max_instances", type=int, default=d.max_instances,
+                   help="drawings per request")
+    p.add_argument("--max_batch", type=int, default=d.max_batch, help="drawings per model call")
+    p.add_argument("--batch_wait_ms", type=float, default=d.batch_wait_ms,
+                   help="how long an idle model waits for more drawings to batch")
+    p.add_argument("--max_queue", type=int, default=d.max_queue,
+                   help="drawings waiting for the model before requests get a 503")
+    p.add_argument("--max_connections", type=int, default=256,
+                   help="concurrent connections before new ones get a 503")
+    p.add_argument("--access_log", action="store_true", help="log every request")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    for name in ("top_k", "max_body_bytes", "max_instances", "max_batch", "max_queue",
+                 "max_connections"):
+        if getattr(args, name) <= 0:
+            raise ValueError("--%s must be positive" % name)
+    if args.max_points < 0 or args.max_strokes < 0 or args.batch_wait_ms < 0:
+        raise ValueError("--max_points, --max_strokes and --batch_wait_ms cannot be negative")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError("--threshold must be in [0, 1]")
+    return Settings(model_name=args.model_name, top_k=args.top_k, threshold=args.threshold,
+                    limits=ndjson_format.Limits(max_points=args.max_points,
+                                                max_bytes=args.max_body_bytes,
+                                                max_strokes=args.max_strokes),
+                    max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
+                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                    max_queue=args.max_queue)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the server until interrupted; exit status 2 for bad options or model."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import uvicorn
+
+    from serving.examples import ExamplesError, load_examples
+    from serving.model import ServedModel
+    from trainer.errors import TrainerError
+    try:
+        settings = settings_from(args)
+        model = ServedModel(args.model)
+        examples = load_examples(args.examples) if args.examples else None
+    except (ValueError, TrainerError, ExamplesError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print("Serving %s (%d classes, version %s, preprocessing %s) at http://%s:%d/ "
+          "(model name %r)" % (args.model, len(model.classes), model.version,
+                               model.preprocessing, args.host, args.port, settings.model_name),
+          flush=True)
+    uvicorn.run(create_app(model, settings, examples), host=args.host, port=args.port,
+                limit_concurrency=args.max_connections, access_log=args.access_log,
+                log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""quickdraw-serve in a real process: TF Serving's REST API, batching, the page,
+held-out examples, and bad input that gets a 4xx while the server stays up."""
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from serving_helpers import dataset_classes, expected_probabilities
+
+pytestmark = pytest.mark.slow
+
+
+def call(server, path: str, body: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict | str]:
+    request = urllib.request.Request(server.url + path, data=body, headers=headers or {},
+                                     method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def predict(server, payload: object) -> tuple[int, dict]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return call(server, "/v1/models/quickdraw:predict", body,
+                {"Content-Type": "application/json"})
+
+
+def test_predictions_are_the_model_on_parse_line(server, serving_export, serving_dataset,
+                                                 real_lines):
+    _, model = serving_export
+    classes = dataset_classes(serving_dataset)
+    lines = real_lines[5::97]
+    status, answer = predict(server, {"instances": [json.loads(l)["drawing"] for l in lines]})
+    assert status == 200, answer
+    expected = expected_probabilities(model, lines)
+    for prediction, p in zip(answer["predictions"], expected):
+        order = np.argsort(-p, kind="stable")[:3]
+        assert prediction["classes"] == [classes[i] for i in order]
+        np.testing.assert_allclose(prediction["scores"], p[order], atol=1e-5)
+    # an ndjson record with a target gets the game's verdict (threshold 0.3)
+    record = json.loads(lines[0])
+    status, answer = predict(server, {"instances": [{"drawing": record["drawing"],
+                                                     "target": classes[1]}]})
+    score = float(expected[0][1])
+    assert answer["predictions"][0]["target"] == classes[1]
+    assert answer["predictions"][0]["target_score"] == pytest.approx(score, abs=1e-5)
+    assert answer["predictions"][0]["accepted"] == (score > 0.3)
+
+
+def test_metadata_status_and_health(server, serving_dataset):
+    status, meta = call(server, "/v1/models/quickdraw/metadata")
+    assert status == 200
+    assert meta["model_spec"] == {"name": "quickdraw", "signature_name": "", "version": "7"}
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert {k: v["dtype"] for k, v in signature["inputs"].items()} == {
+        "x": "DT_FLOAT", "y": "DT_FLOAT", "stroke_end": "DT_FLOAT", "lengths": "DT_INT32"}
+    assert meta["quickdraw"]["classes"] == dataset_classes(serving_dataset)
+    assert meta["quickdraw"]["preprocessing"] == "tf.Transform"
+    assert call(server, "/v1/models/quickdraw")[1]["model_version_status"][0]["state"] == \
+        "AVAILABLE"
+    assert call(server, "/v1/models/quickdraw/versions/7")[0] == 200
+    status, answer = call(server, "/v1/models/other/metadata")
+    assert status == 404 and answer["reason"] == "unknown_model"
+    assert call(server, "/healthz")[1]["status"] == "ok"
+
+
+def test_concurrent_requests_are_batched(server, real_lines):
+    before = call(server, "/healthz")[1]
+    drawings = [json.loads(l)["drawing"] for l in real_lines[:48]]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda d: predict(server, {"instances": [d]}), drawings))
+    assert all(status == 200 for status, _ in answers)
+    after = call(server, "/healthz")[1]
+    assert after["drawings"] - before["drawings"] == 48
+    assert after["batches"] - before["batches"] < 48
+
+
+def test_held_out_examples_and_the_page(server, serving_dataset):
+    status, example = call(server, "/examples/cat")
+    assert status == 200 and example["word"] == "cat"
+    assert 0 <= min(min(s[0] + s[1]) for s in example["drawing"])
+    assert max(max(s[0] + s[1]) for s in example["drawing"]) == 255
+    assert predict(server, {"instances": [example["drawing"]]})[0] == 200
+    status, answer = call(server, "/examples/zebra")
+    assert status == 404 and answer["reason"] == "no_example"
+    status, page = call(server, "/")
+    assert status == 200 and "<canvas" in page and "/static/draw.js" in page
+    assert "pointerdown" in call(server, "/static/draw.js")[1]
+
+
+def raw_post(server, head: bytes, body: bytes = b"") -> int:
+    """Sends bytes as they are; the status code of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+        s.sendall(head + body)
+        reply = s.recv(65536)
+    return int(reply.split(b" ", 2)[1])
+
+
+def long_drawing(points: int) -> list:
+    return [[list(range(points)), [i % 256 for i in range(points)]]]
+
+
+BAD_BODIES = [
+    (b"not json", 400, "invalid_json"),
+    (b'{"instances": [', 400, "invalid_json"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
+    (b'{"instances": [[[[1e999, 2], [3, 4]]]]}', 400, "invalid_json"),
+    (b'{"instances": [[[[NaN, 2], [3, 4]]]]}', 400, "invalid_json"),
+    (b'{"instances": [[[[' + b"9" * 400 + b', 2], [3, 4]]]]}', 400, "invalid_json"),
+    (b'"instances"', 400, "missing_instances"),
+    (b'{"inputs": {}}', 400, "missing_instances"),
+    (b'{"instances": []}', 400, "instance_count"),
+    (json.dumps({"instances": [long_drawing(2)] * 65}).encode(), 400, "instance_count"),
+    (b'{"instances": [[[["a", "b"], [1, 2]]]]}', 400, "non_numeric_coordinate"),
+    (b'{"instances": [[[[1e308, 2], [3, 4]]]]}', 400, "non_finite_coordinate"),
+    (b'{"instances": [[[[1, 2], [1]]]]}', 400, "xy_length_mismatch"),
+    (b'{"instances": [[]]}', 400, "empty_drawing"),
+    (b'{"instances": [{"drawing": [[[1, 2], [3, 4]]], "target": "zebra"}]}', 400,
+     "unknown_target"),
+    (b'{"instances": [[[[1, 2], [3, 4]]]], "signature_name": "predict_ink"}', 400,
+     "unknown_signature"),
+    (json.dumps({"instances": [long_drawing(20_000)]}).encode(), 400, "too_many_points"),
+    (json.dumps({"instances": [long_drawing(1_000_000)]}).encode(), 413, "too_many_bytes"),
+]
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_stays_up(server):
+    predict(server, {"instances": [long_drawing(100)]})
+    start = server.rss_mib()
+    for _ in range(3):
+        for body, code, reason in BAD_BODIES:
+            status, answer = predict(server, body)
+            assert (status, answer["reason"]) == (code, reason), (body[:80], answer)
+            assert answer["error"] and "\n" not in answer["error"]
+    # a body larger than declared, a chunked body of 50 MB, a lying content-length
+    head = (b"POST /v1/models/quickdraw:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"1," * (1 << 19))
+    assert raw_post(server, head, chunk * 50) == 413
+    assert raw_post(server, b"POST /v1/models/quickdraw:predict HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 99999999999\r\n\r\n") == 413
+    assert call(server, "/v1/models/quickdraw:predict")[0] == 405
+    assert server.alive()
+    assert server.rss_mib() - start < 300, "memory grew by %.0f MiB" % (server.rss_mib() - start)
+    assert predict(server, {"instances": [long_drawing(100)]})[0] == 200
