@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv and runs the whole job on the bundled sample, no network needed:
 # pipeline (DirectRunner, 2 workers) -> picture of the data -> training ->
-# SavedModel -> predictions on drawings the model has not seen.
+# SavedModel -> predictions on held-out drawings, and the command that serves the drawing page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -28,7 +28,9 @@ $PY -m trainer.task \
   --num_layers=1 --num_nodes=64 --learning_rate=0.003 \
   --eval_every_steps=200 --checkpoint_every_steps=200
 
-echo "== 4/4 predict: five cat drawings of the sample (the game's rule: accepted when p(cat) > 0.2)"
-tail -n 5 data/sample/cat.ndjson | $PY -m trainer.predict --model="$OUT/model/export" \
-  --input=- --top_k=3 --target=cat --threshold=0.2
+echo "== 4/4 predict: five held-out cats (eval split; the game's rule: accepted when p(cat) > 0.2)"
+$PY -m serving.examples --examples="$OUT/dataset" --class=cat --count=5 \
+  | $PY -m trainer.predict --model="$OUT/model/export" --input=- --top_k=3 --target=cat --threshold=0.2
 echo "Done. Outputs in $OUT/: dataset/ (stats.json, TFRecords), training_mosaic.png, model/ (eval_report.json, confusion_matrix.png, export/)"
+echo "Draw and let the model guess (then open http://127.0.0.1:8501/):"
+echo "  .venv/bin/quickdraw-serve --model=$OUT/model/export --examples=$OUT/dataset --threshold=0.2"

@@ -126,10 +126,11 @@ def expected_probabilities(model, lines: list[str]) -> np.ndarray:
     import tensorflow as tf
 
     from pipeline.parse import parse_line
-    out = []
-    for line in lines:
-        ink, _ = parse_line(line)
-        logits = model({schema.INK: ink[np.newaxis], "lengths": np.array([len(ink)], np.int32)},
-                       training=False)
-        out.append(tf.nn.softmax(logits)[0].numpy())
-    return np.stack(out)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, schema.INK_CHANNELS], tf.float32),
+                                  tf.TensorSpec([1], tf.int32)])
+    def probabilities(ink, lengths):
+        return tf.nn.softmax(model({schema.INK: ink, "lengths": lengths}, training=False))
+
+    return np.concatenate([probabilities(ink[np.newaxis], np.array([len(ink)], np.int32)).numpy()
+                           for ink, _ in map(parse_line, lines)])
