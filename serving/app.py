@@ -167,6 +167,9 @@ def create_app(model, settings: Settings, examples: dict[str, list] | None = Non
             return error(503, "overloaded", str(e))
         except ClientDisconnect:
             return error(400, "client_disconnect", "the client left before the body ended")
+        except Exception as e:  # the model failed on a batch: its requests fail, the server stays
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            return error(500, "model_error", "the model failed: %s" % message)
         return json_response({"predictions": [
             prediction(p, classes, class_ids, t, settings) for p, t in zip(probabilities, targets)]})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -46,6 +47,8 @@ class Browser:
 
     def __init__(self, executable: str, timeout: float = 60):
         from websockets.sync.client import connect
+        self._stack = contextlib.ExitStack()
+        self._socket = None
         self._profile = tempfile.mkdtemp(prefix="quickdraw-chromium-")
         self._process = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, "--user-data-dir=%s" % self._profile, "about:blank"],
@@ -60,7 +63,8 @@ class Browser:
         port = int(open(port_file).read().split()[0])
         with urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port, timeout=10) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
-        self._socket = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout)
+        self._socket = self._stack.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout))
         self._ids = itertools.count(1)
 
     def send(self, method: str, **params) -> dict:
@@ -90,8 +94,7 @@ class Browser:
         raise PageError("timed out waiting for %s" % what)
 
     def close(self) -> None:
-        if getattr(self, "_socket", None) is not None:
-            self._socket.close()
+        self._stack.close()
         self._process.terminate()
         try:
             self._process.wait(10)

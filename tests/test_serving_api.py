@@ -75,3 +75,38 @@ def test_concurrent_requests_share_model_calls_and_the_queue_is_bounded():
     answers = asyncio.run(scenario())
     assert [a[0][0] for a in answers] == list(range(2, 22))  # each request its own answer
     assert sum(calls) == 20 and max(calls) <= 8 and len(calls) <= 4
+
+
+class PointCountModel:
+    """Probabilities from each drawing's point count; fails on 3-point drawings."""
+    classes = CLASSES
+    version = 1
+    preprocessing = "test"
+    signature_defs: dict = {}
+
+    def probabilities(self, drawings):
+        if any(len(d) == 3 for d in drawings):
+            raise RuntimeError("cannot do three points\nsecond line")
+        return np.stack([np.eye(3, dtype=np.float32)[len(d) % 3] for d in drawings])
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_model_failure_is_a_500_and_the_next_request_is_served():
+    from starlette.testclient import TestClient
+
+    from serving.app import create_app
+    with TestClient(create_app(PointCountModel(), Settings(top_k=2))) as client:
+        url = "/v1/models/quickdraw:predict"
+        answer = client.post(url, json={"instances": [[[[0, 1, 2], [0, 1, 2]]]]})
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "the model failed: cannot do three points",
+                                 "reason": "model_error"}
+        answer = client.post(url, json={"instances": [SQUARE, {"drawing": SQUARE[0:1] * 2,
+                                                               "target": "fish"}]})
+        assert answer.status_code == 200
+        assert answer.json()["predictions"] == [
+            {"classes": ["fish", "cat"], "scores": [1.0, 0.0]},
+            {"classes": ["dog", "cat"], "scores": [1.0, 0.0], "target": "fish",
+             "target_score": 0.0, "accepted": False}]
+        assert client.get("/v1/models/other").status_code == 404
+        assert client.post(url, content=b"x" * 2_000_000).json()["reason"] == "too_many_bytes"
