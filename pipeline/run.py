@@ -19,14 +19,16 @@ if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv
     print("Quick, Draw! pipeline: loading Apache Beam...", file=sys.stderr, flush=True)
 
 import difflib
+import fnmatch
 import json
 import logging
 import os
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
+from apache_beam.runners.runner import create_runner
 
 import dataset_manifest
 import tfrecord_schema as schema
@@ -52,8 +54,12 @@ def read_classes(value: str | None) -> list[str] | None:
     if not value:
         return None
     if FileSystems.exists(value) and not value.endswith("/"):
-        with FileSystems.open(value) as f:
-            names = [n.strip() for n in f.read().decode("utf-8").splitlines()]
+        try:
+            with FileSystems.open(value) as f:
+                names = [n.strip() for n in f.read().decode("utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise PipelineError("--classes=%s cannot be read as a file of class names: %s" % (
+                value, " ".join(str(e).split())[:200])) from None
     else:
         names = [n.strip() for n in value.split(",")]
     names = [n for n in names if n]
@@ -70,20 +76,32 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     pattern = pattern or SAMPLE_DIR
     patterns = [p.strip() for p in pattern.split(",") if p.strip()]
     expanded = []
+    owner = []  # the pattern each expanded pattern comes from
     for p in patterns:
         is_glob = any(c in p for c in "*?[")
         if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
             base = p.rstrip("/")
             expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
+            owner += [p, p]
         else:
             expanded.append(p)
+            owner.append(p)
     try:
         found = FileSystems.match(expanded)
     except Exception as e:  # an unreadable folder or a bucket that does not exist
         raise PipelineError("--input=%s cannot be listed: %s" % (pattern, " ".join(str(e).split())[:200])) from None
+    matched = {p for p, result in zip(owner, found) if result.metadata_list}
+    unmatched = [p for p in patterns if p not in matched]
+    if unmatched and len(patterns) > 1:
+        raise PipelineError("--input: %s matches no file" % unmatched[0])
     files = sorted({m.path for result in found for m in result.metadata_list})
     if not files:
         raise PipelineError("--input=%s matches no file" % pattern)
+    for f in files:
+        try:
+            f.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PipelineError("input file name %s is not valid UTF-8: rename the file" % ascii(f)) from None
     if classes:
         by_class = {file_class(f) for f in files}
         if None not in by_class:
@@ -95,6 +113,16 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
     return files
+
+
+def _is_output(path: str, output: str) -> bool:
+    """True for a file an earlier run wrote into ``output`` (its rejects, when
+    the input folder is the output folder): never an input of this run."""
+    folder, _, name = path.rpartition("/")
+    if "://" not in output:
+        folder, output = os.path.abspath(folder or "."), os.path.abspath(output)
+    return folder.rstrip("/") == output.rstrip("/") and any(
+        fnmatch.fnmatchcase(name, p) for p in output_folder.OUTPUT_PATTERNS)
 
 
 def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
@@ -168,13 +196,31 @@ class _StrictParser(_BeamArgumentParser):
 
 
 def _check_values(opts: QuickDrawOptions) -> None:
-    """Numbers out of range, named by their flag."""
+    """Values out of range, named by their flag."""
+    if not opts.output or not opts.output.strip():
+        raise PipelineError("--output is empty: name the dataset's folder")
+    if not -2 ** 63 <= opts.seed < 2 ** 63:
+        raise PipelineError("--seed=%d: must be a 64-bit integer" % opts.seed)
     minimum = {"train_observations_per_class": 0, "eval_observations_per_class": 0,
                "test_observations_per_class": 0, "output_shards": 1, "max_points": 0, "max_bytes": 0}
     for name, low in minimum.items():
         value = getattr(opts, name)
         if value < low:
             raise PipelineError("--%s=%d: must be at least %d" % (name, value, low))
+
+
+def _check_runner(options: PipelineOptions) -> None:
+    """Beam's own options that would otherwise fail inside the job with a traceback."""
+    runner = options.view_as(StandardOptions).runner
+    if runner:
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError, AttributeError):
+            raise PipelineError("--runner=%s: not a Beam runner (e.g. DirectRunner, DataflowRunner, "
+                                "FlinkRunner; see --help_beam)" % runner) from None
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise PipelineError("--direct_num_workers=%d: must be at least 0 (0: one per core)" % workers)
 
 
 def recorded_options(opts: QuickDrawOptions) -> dict:
@@ -216,6 +262,7 @@ def run(argv: list[str] | None = None) -> dict:
     options = PipelineOptions(check_argv(list(argv or [])))
     opts = options.view_as(QuickDrawOptions)
     _check_values(opts)
+    _check_runner(options)
     quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
                             opts.test_observations_per_class)
     if quota.total == 0:
@@ -223,6 +270,9 @@ def run(argv: list[str] | None = None) -> dict:
     classes = read_classes(opts.classes)
     files = match_inputs(opts.input, classes)
     output = opts.output.rstrip("/") or "/"
+    files = [f for f in files if not _is_output(f, output)]
+    if not files:
+        raise PipelineError("--input=%s matches only outputs of a run into --output=%s" % (opts.input, output))
     try:
         output_folder.check_writable(output, "--output")
         temp_location = options.view_as(GoogleCloudOptions).temp_location
