@@ -51,7 +51,7 @@ STEPS = ("pipeline", "train", "evaluate", "promote")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3
 DEFAULT_MARGIN = 0.02
 DEFAULT_MIN_ACCURACY = 0.0
-PROMOTION_ATTEMPTS = 3   # evaluations against a current model that moved
+PROMOTION_ATTEMPTS = 10  # evaluations against a current model that moved
 
 # Flags the retrain driver sets itself; passing them through would point the
 # pipeline or trainer outside the registry.

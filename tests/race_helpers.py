@@ -305,3 +305,25 @@ def set_current_worker(index: int, root: str, token: object) -> bool:
     from deploy.registry import Registry
     return Registry(root).set_current("v%d" % (index + 1), token=token) \
         is not None
+
+
+def whole_run_worker(index: int, root: str, accuracy: float) -> tuple[int, str]:
+    """``quickdraw-retrain --registry=root`` (a new dated version, all four
+    steps) with the pipeline and the training replaced by stand-ins that
+    write a dataset with a manifest and an export scoring ``accuracy``."""
+    import json
+    from deploy import retrain
+
+    def pipeline(registry, version, args):
+        make_dataset(registry.dataset_dir(version))
+        return {"dataset": registry.dataset_dir(version)}
+
+    def train(registry, version, args):
+        retrain.check_dataset(registry, version, checksums=True)
+        os.makedirs(registry.export_dir(version))
+        with open(os.path.join(registry.export_dir(version), ACCURACY_FILE),
+                  "w") as f:
+            json.dump({"accuracy": accuracy}, f)
+        return {"classes": CLASSES}
+    retrain.STEP_FUNCTIONS.update(pipeline=pipeline, train=train)
+    return retrain_worker(index, ["--registry=" + root])

@@ -397,3 +397,42 @@ def test_a_whole_run_repeated_finishes_what_is_left(tmp_path, capsys):
     assert open(Registry(root).current_path, "rb").read() == before
     assert run(root, "train", "v1") == retrain.EXIT_FAILED
     assert "never rewritten" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_racing_whole_runs_keep_apart_and_promote_in_a_chain(tmp_path):
+    """Four retrains started together (dated ids in the same second): four
+    versions, each record complete and its own; every promotion that was
+    reported is in current's history, each judged against the one before."""
+    accuracies = [0.70, 0.72, 0.75, 0.80]
+    trials = [(str(tmp_path / str(t)),) for t in range(TRIALS)]
+    outcomes = race(whole_run_in_order, trials, 4)
+    for (root,), trial in zip(trials, outcomes):
+        registry = Registry(root)
+        versions = registry.versions()
+        assert len(versions) == 4, (versions, trial)
+        history = [e["version"] for e in registry.current()["history"]]
+        reported = set()
+        for v in versions:
+            run = registry.read_run(v)
+            assert [run["steps"][s]["status"] for s in retrain.STEPS] == \
+                ["done"] * 4, run["steps"]
+            assert run["steps"]["pipeline"]["owner"]["pid"] == \
+                run["created_by"]["pid"], "one process made the whole version"
+            decision = registry.read_eval_report(v)["decision"]
+            if decision["promoted"]:
+                reported.add(v)
+        assert reported == set(history), (history, trial)
+        by_version = {}
+        for v in versions:
+            by_version[v] = registry.read_eval_report(v)["candidate"]["accuracy"]
+        assert by_version[history[-1]] == max(accuracies), \
+            "the best candidate ends current"
+        assert [code for code, _ in trial].count(retrain.EXIT_OK) == \
+            len(history)
+        assert temp_files(root) == []
+
+
+def whole_run_in_order(index: int, root: str) -> tuple[int, str]:
+    from race_helpers import whole_run_worker
+    return whole_run_worker(index, root, [0.70, 0.72, 0.75, 0.80][index])
