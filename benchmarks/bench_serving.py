@@ -8,7 +8,8 @@ latency, the mean batch the server formed, and the machine's load average
 
 Without ``--model`` it exports the tutorial's default-size classifier (344
 classes, random weights: latency does not depend on the weights) to a
-temporary folder first.
+temporary folder first. The first line is the floor: the same drawings through
+the export in the benchmark's own process, one call each, no HTTP.
 """
 from __future__ import annotations
 
@@ -118,6 +119,25 @@ def run_clients(port: int, bodies: list[bytes], clients: int, seconds: float) ->
             "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
+def model_only(model: str, bodies: list[bytes], n: int = 200) -> dict:
+    """The same drawings through the export in this process, one per call: the floor
+    that the HTTP server, JSON and validation add to."""
+    import ndjson_format
+    from serving.model import ServedModel
+    served = ServedModel(model)
+    points = [ndjson_format.check_strokes(json.loads(b)["instances"][0]) for b in bodies]
+    for p in points[:10]:
+        served.probabilities([p])
+    ms = []
+    for i in range(n):
+        start = time.perf_counter()
+        served.probabilities([points[i % len(points)]])
+        ms.append((time.perf_counter() - start) * 1000)
+    return {"model_only_p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "model_only_p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="export to serve (default: see above)")
@@ -135,7 +155,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print("cores %d, load average before: %s" % (os.cpu_count(), os.getloadavg()),
                   flush=True)
             run_clients(args.port, bodies, 4, args.warmup)
-            results = []
+            results = [model_only(model, bodies)]
+            print(json.dumps(results[0]), flush=True)
             for clients in [int(c) for c in args.clients.split(",")]:
                 result = run_clients(args.port, bodies, clients, args.seconds)
                 results.append(result)
