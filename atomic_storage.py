@@ -270,16 +270,18 @@ def _local_compare_and_swap(path: str, token: LocalToken, data: bytes) -> bool:
 
 # Google Cloud Storage.
 
-_CLIENT: tuple[int, object] | None = None
+_CLIENT: tuple[tuple[int, str | None], object] | None = None
 
 
 def _client():
     """One client per process (a forked child must not reuse its parent's
-    connections). STORAGE_EMULATOR_HOST points it at an emulator."""
+    connections) and endpoint: STORAGE_EMULATOR_HOST points it at an
+    emulator."""
     global _CLIENT
-    if _CLIENT is None or _CLIENT[0] != os.getpid():
+    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"))
+    if _CLIENT is None or _CLIENT[0] != key:
         from google.cloud import storage
-        _CLIENT = (os.getpid(), storage.Client())
+        _CLIENT = (key, storage.Client())
     return _CLIENT[1]
 
 
