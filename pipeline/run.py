@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
-from apache_beam.runners.runner import create_runner
+from apache_beam.runners.runner import PipelineState, create_runner
 
 import dataset_manifest
 import tfrecord_schema as schema
@@ -127,7 +127,8 @@ def _is_output(path: str, output: str) -> bool:
 
 def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
           classes, temp_dir: str):
-    """Wires the composite transforms together (see ``pipeline.transforms``)."""
+    """Wires the composite transforms together (see ``pipeline.transforms``);
+    returns the outputs of the writing steps, which the manifest waits for."""
     analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
     work_dir = FileSystems.join(opts.output, WORK_DIR)
     units = sources.plan_units(files, sources.file_sizes(files))
@@ -139,14 +140,16 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, file
         (read[SPILLS], plans)
         | "EncodeSpills" >> EncodeSpills(work_dir, opts.seed, opts.output_shards, opts.raster, analyze))
     written = sections | "WriteShards" >> WriteShards(opts.output, work_dir, quota, opts.output_shards)
-    written | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir)
-    class_names | "WriteClassFile" >> WriteClassFile(opts.output)
-    ((read[REJECTS], duplicates) | "AllRejects" >> beam.Flatten(), read[LINES]) | "WriteRejects" >> WriteRejects(
-        opts.output, files)
-    ((read[COUNTS], selected_counts) | "AllCounts" >> beam.Flatten()
-     | "WriteStats" >> WriteStats(opts.output))
+    finished = [
+        written | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir),
+        class_names | "WriteClassFile" >> WriteClassFile(opts.output),
+        ((read[REJECTS], duplicates) | "AllRejects" >> beam.Flatten(), read[LINES]) | "WriteRejects" >> WriteRejects(
+            opts.output, files),
+        ((read[COUNTS], selected_counts) | "AllCounts" >> beam.Flatten()
+         | "WriteStats" >> WriteStats(opts.output))]
     if analyze:
-        train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir)
+        finished.append(train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir))
+    return finished
 
 
 def check_argv(argv: list[str]) -> list[str]:
@@ -229,36 +232,69 @@ def recorded_options(opts: QuickDrawOptions) -> dict:
     return {name: getattr(opts, name) for name in sorted(help_parser().dests()) if name != "output"}
 
 
-def _finish(output: str, quota: split_lib.Quota, opts: QuickDrawOptions, classes, files) -> dict:
-    """After the job: reads stats.json, refuses a dataset that is not the one
-    asked for (nothing selected, a requested class absent), else seals it."""
+def dataset_problem(stats: dict, classes: list[str] | None) -> str | None:
+    """Why a finished job's output is not the dataset asked for, if it is not."""
+    if not sum(stats["totals"]["selected"].values()):
+        return "no drawing was selected: see %s and the rejects" % schema.STATS_FILE
+    absent = [c for c in classes or () if not sum(stats["classes"].get(c, {}).get("selected", {}).values())]
+    if absent:
+        return "--classes: %s not in the input (no valid drawing of %s); see %s" % (
+            ", ".join(absent), "it" if len(absent) == 1 else "them", schema.STATS_FILE)
+    return None
+
+
+def _read_stats(output: str) -> dict:
+    with FileSystems.open(FileSystems.join(output, schema.STATS_FILE)) as f:
+        return json.loads(f.read())
+
+
+def seal(_, output: str, classes: list[str] | None, fields: dict, *finished) -> bool:
+    """The job's last step, once every output is written: removes the
+    transform's temp folder and writes manifest.json, unless the dataset is not
+    the one asked for. Run by the job itself, so that a job whose launcher does
+    not wait for it (a Flex Template launch) is sealed too."""
     temp_dir = FileSystems.join(output, output_folder.TEMP_TRANSFORM)
     if FileSystems.exists(temp_dir):
         FileSystems.delete([temp_dir])
-    with FileSystems.open(FileSystems.join(output, schema.STATS_FILE)) as f:
-        stats = json.loads(f.read())
+    stats = _read_stats(output)
+    if dataset_problem(stats, classes):
+        return False
+    counts = dict(stats["totals"], classes=len(stats["classes"]))
+    dataset_manifest.write_manifest(output, dict(fields, counts=counts))
+    return True
+
+
+class SealDataset(beam.PTransform):
+    """Writes the manifest once all of ``finished`` (the writing steps' outputs)
+    is computed: they are side inputs of a single element."""
+
+    def __init__(self, output: str, classes: list[str] | None, fields: dict):
+        super().__init__()
+        self._args = (output, classes, fields)
+
+    def expand(self, finished):
+        waits = [beam.pvalue.AsList(pc) for pc in finished]
+        return (finished[0].pipeline | "Once" >> beam.Create([None])
+                | "WriteManifest" >> beam.Map(seal, *self._args, *waits))
+
+
+def _finish(output: str, quota: split_lib.Quota, classes) -> dict:
+    """After the job, in the launcher: the summary; a dataset that is not the
+    one asked for is refused and its outputs removed (stats and rejects stay)."""
+    stats = _read_stats(output)
     print(stats_lib.summary(stats, output, quota.total))
-    problem = None
-    if not sum(stats["totals"]["selected"].values()):
-        problem = "no drawing was selected: see %s and the rejects" % schema.STATS_FILE
-    elif classes:
-        absent = [c for c in classes if not sum(stats["classes"].get(c, {}).get("selected", {}).values())]
-        if absent:
-            problem = "--classes: %s not in the input (no valid drawing of %s); see %s" % (
-                ", ".join(absent), "it" if len(absent) == 1 else "them", schema.STATS_FILE)
+    problem = dataset_problem(stats, classes)
     if problem:
         output_folder.remove_outputs(output, keep=output_folder.DIAGNOSTICS)
         raise PipelineError(problem + "; no dataset was written")
-    totals = dict(stats["totals"], classes=len(stats["classes"]))
-    dataset_manifest.write_manifest(output, {
-        "counts": totals, "seed": opts.seed, "options": recorded_options(opts),
-        "inputs": len(files), "code_version": dataset_manifest.code_version()})
+    dataset_manifest.verify(output, checksums=False)
     print("Dataset complete: %s" % FileSystems.join(output, dataset_manifest.MANIFEST_FILE))
     return stats
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """Runs the pipeline to completion and returns the contents of stats.json."""
+    """Runs the pipeline to completion and returns the contents of stats.json
+    ({} where the runner goes on without waiting, e.g. a template launch)."""
     options = PipelineOptions(check_argv(list(argv or [])))
     opts = options.view_as(QuickDrawOptions)
     _check_values(opts)
@@ -290,9 +326,17 @@ def run(argv: list[str] | None = None) -> dict:
         logging.info("Reading %d files into %s; starting the job (%s)", len(files), output,
                      options.view_as(StandardOptions).runner or "DirectRunner")
         console.set_progress(console.Progress(len(files)))
+        fields = {"seed": opts.seed, "options": recorded_options(opts), "inputs": len(files),
+                  "code_version": dataset_manifest.code_version()}
         with beam.Pipeline(options=options) as p:
-            build(p, opts, quota, files, classes, FileSystems.join(output, output_folder.TEMP_TRANSFORM))
-        return _finish(output, quota, opts, classes, files)
+            finished = build(p, opts, quota, files, classes,
+                             FileSystems.join(output, output_folder.TEMP_TRANSFORM))
+            tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)
+        if p.result.state != PipelineState.DONE:
+            logging.info("The job goes on without this launcher (state %s); it writes %s when the "
+                         "dataset is complete", p.result.state, dataset_manifest.MANIFEST_FILE)
+            return {}
+        return _finish(output, quota, classes)
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     finally:
