@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import glob
 import gzip
+import os
 import random
 import sys
 import zlib
@@ -36,6 +38,8 @@ NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json")
 SUPERSAMPLE = 4       # strokes are drawn this much larger, then box-filtered
 MIN_CELL = 32
 NOT_RECOGNIZED = "not_recognized"  # skipped by --recognized_only, not a bad line
+DAMAGED_FILE = "damaged_file"  # a file read up to a cut or corruption, or unreadable
+MAX_PIXELS = 1 << 27  # the largest mosaic: 128 MB of grayscale, about 11,585 pixels square
 
 
 class RenderError(Exception):
@@ -108,7 +112,9 @@ def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
                 limits: Limits = Limits()) -> Iterator[Candidate]:
     """The drawings of one ndjson file, validated as the pipeline does
     (``ndjson_format``); other lines are counted in ``rejects`` by reason,
-    blank lines skipped."""
+    blank lines skipped. A damaged file (a cut or corrupt gzip stream, a read
+    error) is counted as ``damaged_file`` and named on stderr; as in the
+    pipeline, the complete lines before the damage are used."""
     expected_word = file_class(str(path))
     try:
         with _open_binary(path) as f:
@@ -124,7 +130,9 @@ def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
                     continue
                 yield Candidate(drawing.word, lambda p=drawing.points: points_to_strokes(p))
     except (OSError, EOFError, zlib.error) as e:
-        raise RenderError("cannot read %s: %s" % (path, e)) from None
+        rejects[DAMAGED_FILE] += 1
+        print("quickdraw-render: warning: %s is damaged, read up to the damage: %s" % (path, e),
+              file=sys.stderr)
 
 
 # --- TFRecords ---------------------------------------------------------------
@@ -303,6 +311,11 @@ def render(input_pattern: str, output: str, rows: int = 5, cols: int = 5,
            recognized_only: bool = False, limits: Limits = Limits()) -> dict:
     """Writes the mosaic PNG; returns what was drawn and what was skipped.
     Raises ``RenderError`` when there is nothing to draw."""
+    if rows * cols * cell * cell > MAX_PIXELS:
+        raise RenderError("--rows %d --cols %d --cell %d make a %dx%d image: at most %d pixels"
+                          % (rows, cols, cell, cols * cell, rows * cell, MAX_PIXELS))
+    if Path(output).is_dir():
+        raise RenderError("--output %s is a folder: name the PNG file" % output)
     files = resolve_inputs(input_pattern)
     if not files:
         raise RenderError("no file matches --input %s" % input_pattern)
@@ -322,10 +335,24 @@ def render(input_pattern: str, output: str, rows: int = 5, cols: int = 5,
         filters = " of class %s" % ",".join(sorted(wanted)) if wanted else ""
         raise RenderError("no drawing%s in %d file(s) matching --input %s%s"
                           % (filters, len(files), input_pattern, why))
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    mosaic(drawings, rows, cols, cell).save(output, format="PNG")
+    _save(mosaic(drawings, rows, cols, cell), output)
     return {"output": output, "files": len(files), "drawn": len(drawings),
             "candidates": seen, "rejects": dict(rejects)}
+
+
+def _save(image: Image.Image, output: str) -> None:
+    """Writes the PNG beside its final name, then renames it: a reader never
+    sees half a file. An unwritable place is a ``RenderError``."""
+    target = Path(output)
+    tmp = target.with_name(".%s.tmp-%d" % (target.name, os.getpid()))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(tmp, format="PNG")
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RenderError("cannot write --output %s: %s" % (output, e.strerror or e)) from None
 
 
 def _format_rejects(rejects: collections.Counter) -> str:
