@@ -151,7 +151,9 @@ def _gzip_chunks(f, path: str) -> Iterator[bytes]:
                 break
             in_member = True
             try:
-                out = inflater.decompress(raw)
+                # At most CHUNK_BYTES out per call: a highly compressed line
+                # (a gzip bomb) is never inflated whole.
+                out = inflater.decompress(raw, CHUNK_BYTES)
             except zlib.error as e:
                 raise Damage(CORRUPT_GZIP, "%s: %s" % (path, e)) from None
             if out:
@@ -161,7 +163,7 @@ def _gzip_chunks(f, path: str) -> Iterator[bytes]:
                 inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
                 in_member = False
             else:
-                raw = b""
+                raw = inflater.unconsumed_tail
     if in_member:
         raise Damage(TRUNCATED_GZIP, "%s: the stream stops before its end" % path)
 
