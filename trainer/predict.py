@@ -12,7 +12,9 @@ are still predicted. Blank lines are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Iterable, Iterator
 
@@ -166,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainerError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped early (``| head``): end quietly, as Unix tools do,
+        # with stdout pointed at /dev/null so the exit flush cannot fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0 if done or not rejected else 2
 
 

@@ -1,0 +1,41 @@
+"""``python -m trainer.predict`` piped into a reader that stops early
+(``| head -1``): it ends quietly, without a traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hostile_lines import record
+
+ROOT = Path(__file__).resolve().parent.parent
+# The command with a stand-in model, so that no TensorFlow is loaded.
+SCRIPT = """
+import sys
+import numpy as np
+from trainer import predict
+
+class Fixed:
+    classes = ["cat", "dog"]
+    def __init__(self, export_dir):
+        pass
+    def probabilities(self, drawings):
+        return np.full((len(drawings), 2), 0.5, np.float32)
+
+predict.Predictor = Fixed
+sys.exit(predict.main(sys.argv[1:]))
+"""
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    path = tmp_path / "many.ndjson"
+    path.write_bytes(b"\n".join(record(key_id=str(i)) for i in range(20_000)) + b"\n")
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "--model=unused", "--input=%s" % path],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.startswith(b'{"line": 1') and err == "", err
