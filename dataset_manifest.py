@@ -167,8 +167,11 @@ def _read_raw(folder: str) -> bytes | None:
     path = _path(folder, MANIFEST_FILE)
     if not fs.exists(path):
         return None
-    with fs.open(path, compression_type="uncompressed") as f:
-        return f.read()
+    try:
+        with fs.open(path, compression_type="uncompressed") as f:
+            return f.read()
+    except OSError as e:  # a folder of that name, no permission
+        raise ManifestError(folder, "%s cannot be read: %s" % (MANIFEST_FILE, e.strerror or e)) from None
 
 
 def read_manifest(folder: str, raw: bytes | None = None) -> dict | None:
@@ -210,6 +213,10 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
     listed = doc.get("files")
     if not isinstance(listed, dict):
         raise ManifestError(folder, "%s lists no files" % MANIFEST_FILE)
+    damaged = sorted(rel for rel, entry in listed.items() if not isinstance(entry, dict))
+    if damaged:
+        raise ManifestError(folder, "%s's entry for %s is not an object: the manifest is damaged"
+                            % (MANIFEST_FILE, damaged[0]))
     files.pop(MANIFEST_FILE, None)
     missing = sorted(set(listed) - set(files))
     if missing:
