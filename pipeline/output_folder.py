@@ -151,6 +151,10 @@ class OutputLock:
                 return
         except OSError as e:
             raise OutputError("cannot create the lock %s: %s" % (self.path, e.strerror or e)) from None
+        except Exception as e:  # gs://: no credentials, no such bucket, no access
+            if not is_gs(self.path):
+                raise
+            raise OutputError("cannot create the lock %s: %s" % (self.path, _one_line(e))) from None
         owner = _parse(found[0]) if found else {}
         if found and owner_is_gone(owner) and atomic_storage.compare_and_swap(
                 self.path, found[1], self._data):

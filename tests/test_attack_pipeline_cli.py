@@ -92,3 +92,15 @@ def test_output_folder_that_is_the_input_folder_never_reads_its_own_outputs(tmp_
         "invalid_json": 1}
     dm.verify(str(folder))
     assert json.loads((folder / "stats.json").read_text()) == first
+
+
+def test_gs_output_without_credentials_is_one_line(capsys, tmp_path, bundled_sample, monkeypatch):
+    import atomic_storage
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_credentials(*_):
+        raise DefaultCredentialsError("Your default credentials were not found.")
+    monkeypatch.setattr(atomic_storage, "_client", no_credentials)
+    _one_line_error(capsys, ["--input=%s" % (bundled_sample / "cat.ndjson"),
+                             "--output=gs://some-bucket/out"] + SMALL,
+                    "gs://some-bucket/out/pipeline.lock", "credentials")
