@@ -204,3 +204,20 @@ def test_output_is_the_same_with_two_worker_processes_and_byte_ranges(tmp_path, 
     run_lib.run(["--input=%s" % (tmp_path / "in"), "--output=%s" % (tmp_path / "b"), *FLAGS,
                  "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
+
+
+def test_rejects_from_byte_ranges_have_the_file_line_number(tmp_path, shared_sample, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cat = lines_of(shared_sample, "cat") * 8
+    cat[49] = b'{"word": "cat", "drawing": "strokes"}'
+    cat[149] = b"not json"
+    (folder / "cat.ndjson").write_bytes(b"\n".join(cat) + b"\n")
+    monkeypatch.setattr(sources, "MIN_UNIT_BYTES", 5000)
+    monkeypatch.setattr(sources, "UNITS_PER_JOB", 1000)
+    assert len(sources.plan_units([str(folder / "cat.ndjson")], [(folder / "cat.ndjson").stat().st_size])) > 5
+    out = tmp_path / "out"
+    run_lib.run(["--input=%s" % folder, "--output=%s" % out, *FLAGS])
+    rejects = sorted((r["line"], r["reason"]) for p in out.glob("rejects-*.ndjson")
+                     for r in map(json.loads, p.read_text().splitlines()) if r["reason"] != "duplicate")
+    assert [line for line, _ in rejects] == [50, 150]
