@@ -380,12 +380,12 @@ class WriteShards(beam.PTransform):
         sections = sorted(s for s in found if s is not None)
         level = 0
         while len(sections) > FAN_IN:
-            # Too many files to hold open at once: merge them in groups first.
-            merged = []
-            for i in range(0, len(sections), FAN_IN):
-                path = FileSystems.join(self._work_dir, "merge-%s-%05d-%d-%06d" % (split, shard, level, i))
-                merged.append(_write_run(path, _merged(sections[i:i + FAN_IN])))
-            sections, level = merged, level + 1
+            # Too many files to hold open at once: merge just enough of them
+            # first that the rest fit in one merge.
+            group = min(FAN_IN, len(sections) - FAN_IN + 1)
+            path = FileSystems.join(self._work_dir, "merge-%s-%05d-%06d" % (split, shard, level))
+            sections = sections[group:] + [_write_run(path, _merged(sections[:group]))]
+            level += 1
         path = FileSystems.join(self._output, schema.shard_name(split, shard, self._shards))
         tmp = temp_path(path)
         n = 0

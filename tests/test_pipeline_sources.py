@@ -120,3 +120,26 @@ def test_keep_lowest_keeps_every_copy_of_the_kept_drawings():
     items = [(rank(h, offset=o), "payload") for h in (5, 1, 3, 2) for o in (0, 1)]
     kept = split_lib.keep_lowest(items, 2)
     assert [r for r, _ in kept] == [rank(1, offset=0), rank(1, offset=1), rank(2, offset=0), rank(2, offset=1)]
+
+
+def test_shard_merge_with_more_sections_than_files_open_at_once(tmp_path, monkeypatch):
+    import struct
+
+    from pipeline import transforms
+    monkeypatch.setattr(transforms, "FAN_IN", 3)
+    rng = __import__("random").Random(1)
+    frames = [(rng.getrandbits(64), b"record %d" % i) for i in range(200)]
+    sections = []
+    for i in range(8):
+        mine = sorted(frames[i::8])
+        sections.append(transforms._write_run(str(tmp_path / ("run-%d" % i)), iter(mine)))
+    quota = split_lib.Quota(1, 0, 0)
+    write = transforms.WriteShards(str(tmp_path / "out"), str(tmp_path / "work"), quota, 1)
+    split, path, n = write._write(("train", 0), sections + [None])
+    assert n == 200
+    data, got = open(path, "rb").read(), []
+    while data:
+        length = struct.unpack("<Q", data[:8])[0]
+        got.append(data[12:12 + length])
+        data = data[16 + length:]
+    assert got == [record for _, record in sorted(frames)]
