@@ -107,4 +107,6 @@ def test_two_runs_at_once_give_one_runs_dataset_or_a_refusal(inputs, references,
         assert digest in [references[w][1] for w in winners], (trial, codes)
         seeds = {dm.verify(str(folder))["seed"]}
         assert len(seeds) == 1
+    print("two runs at once: %d trials, %d with one refusal, %d with both done one after the other"
+          % (trials, refusals, trials - refusals))
     assert refusals, "no trial had the two runs overlap"
