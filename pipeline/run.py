@@ -16,7 +16,8 @@ import sys
 if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv):
     # Beam and TensorFlow take many seconds to load: say at once that we started
     # (hence the imports below this line).
-    print("Quick, Draw! pipeline: loading Apache Beam...", file=sys.stderr, flush=True)
+    # On stdout, like the summary: stderr holds only logs, and a user error's one line.
+    print("Quick, Draw! pipeline: loading Apache Beam...", flush=True)
 
 import difflib
 import fnmatch

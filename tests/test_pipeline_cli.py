@@ -64,6 +64,18 @@ def test_misspelled_option_names_the_closest(capsys, tmp_path):
     assert not (tmp_path / dm.MANIFEST_FILE).exists()
 
 
+@pytest.mark.slow
+def test_command_prints_a_first_line_at_once_and_a_user_error_as_the_only_stderr_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline.run", "--output=%s" % tmp_path,
+                           "--train_observations_per_clas=20"], cwd=ROOT, capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert done.returncode == 2
+    assert done.stdout.startswith("Quick, Draw! pipeline: loading")
+    assert done.stderr.splitlines() == [
+        "error: unknown option --train_observations_per_clas; did you mean "
+        "--train_observations_per_class? (see --help)"]
+
+
 def test_bad_values_name_their_flag(capsys, tmp_path):
     out = "--output=%s" % (tmp_path / "out")
     _one_line_error(capsys, [out, "--eval_observations_per_class=-1"], "--eval_observations_per_class=-1")
