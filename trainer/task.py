@@ -112,6 +112,12 @@ def validate(args: argparse.Namespace) -> None:
         raise TrainerError("--dropout must be in [0, 1)")
     if args.learning_rate <= 0:
         raise TrainerError("--learning_rate must be positive")
+    if args.gradient_clipping_norm < 0:
+        raise TrainerError("--gradient_clipping_norm must be positive, or 0 for no clipping")
+    if args.eval_every_steps < 0:
+        raise TrainerError("--eval_every_steps must be positive, or 0 to evaluate at the end only")
+    if args.eval_steps is not None and args.eval_steps <= 0:
+        raise TrainerError("--eval_steps must be positive")
 
 
 def main(argv: list[str] | None = None) -> dict:
