@@ -20,6 +20,11 @@ import numpy as np
 import orjson
 
 
+# A key_id travels with every rank across the pipeline's stages: a long one would
+# make memory grow with the selection (the dataset's are 16 digits).
+MAX_KEY_ID_CHARS = 128
+
+
 class Limits(NamedTuple):
     """Caps on one line; 0 means no cap. Bytes are checked before parsing and
     points before any array is built, so an oversized line costs little."""
@@ -82,7 +87,7 @@ REASONS: dict[str, str] = {
     BAD_WORD: "'word' has a non-printable character (control, newline, lone surrogate, ...) "
               "or leading/trailing whitespace",
     WRONG_CLASS: "'word' is not the class the file is named after",
-    BAD_KEY_ID: "'key_id' is neither a string nor an integer, or is not valid text",
+    BAD_KEY_ID: "'key_id' is neither a string nor an integer, is not valid text, or is longer than 128 characters",
     BAD_METADATA: "'countrycode' or 'timestamp' is not a string, or 'recognized' not a boolean",
     MISSING_DRAWING: "no 'drawing'",
     BAD_DRAWING: "'drawing' is not a list",
@@ -183,7 +188,8 @@ def check_line(line: bytes | str, limits: Limits = Limits(),
     timestamp = sample.get("timestamp")
     recognized = sample.get("recognized")
     if not (type(key_id) is str and type(countrycode) is str and type(timestamp) is str
-            and type(recognized) is bool and key_id.isascii() and countrycode.isascii()
+            and type(recognized) is bool and key_id.isascii() and len(key_id) <= MAX_KEY_ID_CHARS
+            and countrycode.isascii()
             and timestamp.isascii()):  # else the general case, off the dataset's path
         metadata = _metadata(key_id, countrycode, timestamp, recognized)
         if type(metadata) is str:
@@ -270,6 +276,8 @@ def _metadata(key_id: object, countrycode: object, timestamp: object,
     elif type(key_id) is int:
         key_id = str(key_id)
     elif type(key_id) is not str or not _is_text(key_id):
+        return BAD_KEY_ID
+    if len(key_id) > MAX_KEY_ID_CHARS:
         return BAD_KEY_ID
     texts = []
     for value in (countrycode, timestamp):

@@ -42,6 +42,7 @@ HOSTILE: list[tuple[bytes, str]] = [
     (b'{"drawing": [[1, 2]]}', "missing_word"),
     (record(drawing=[[1, 2]]), "bad_stroke"),
     (record(key_id=["1"]), "bad_key_id"),
+    (record(key_id="7" * 129), "bad_key_id"),
     (record(recognized="yes"), "bad_metadata"),
     (b"\x00\x01\x02", "invalid_json"),
     (many_points(2_000), "too_many_points"),  # with --max_points=1000
