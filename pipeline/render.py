@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import tfrecord_schema as schema
 from ndjson_format import Limits, Reject, check_line, file_class
+from pipeline import console
 
 Stroke = tuple[np.ndarray, np.ndarray]
 
@@ -398,9 +399,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = render(args.input, args.output, args.rows, args.cols,
-                        args.cell, args.seed, args.classes, args.recognized_only,
-                        Limits(max_points=args.max_points, max_bytes=args.max_bytes))
+        with console.NativeStderrFilter():  # TensorFlow's start-up lines, when it reads TFRecords
+            result = render(args.input, args.output, args.rows, args.cols,
+                            args.cell, args.seed, args.classes, args.recognized_only,
+                            Limits(max_points=args.max_points, max_bytes=args.max_bytes))
     except RenderError as e:
         print("quickdraw-render: error: %s" % e, file=sys.stderr)
         return 2
