@@ -110,13 +110,7 @@ def replace(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temps(path)
-    tmp = _write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(directory)
+    _local_replace(path, data, directory)
 
 
 # Local files.
@@ -258,14 +252,19 @@ def _local_compare_and_swap(path: str, token: LocalToken, data: bytes) -> bool:
         now = _local_read(path)
         if now is None or now[1] != token:
             return False
-        tmp = _write_temp(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-        _fsync_dir(directory)
+        _local_replace(path, data, directory)
     return True
+
+
+def _local_replace(path: str, data: bytes, directory: str) -> None:
+    """Writes a temp file beside ``path`` and renames it over ``path``."""
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(directory)
 
 
 # Google Cloud Storage.
