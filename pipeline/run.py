@@ -227,6 +227,27 @@ def _check_runner(options: PipelineOptions) -> None:
         raise PipelineError("--direct_num_workers=%d: must be at least 0 (0: one per core)" % workers)
 
 
+def local_runner(options: PipelineOptions):
+    """The runner behind ``--runner=DirectRunner`` (the default): Beam's
+    FnApiRunner, in this process or in ``--direct_num_workers`` worker
+    processes. Beam's own DirectRunner first tries to download and start its
+    Prism runner, so the same command would run on another engine whenever
+    the machine is online; None for every other runner."""
+    from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
+
+    runner = options.view_as(StandardOptions).runner
+    if runner is not None and not isinstance(create_runner(runner), SwitchingDirectRunner):
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    # The workers read the pipeline's options (filesystems, credentials) from here.
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 def recorded_options(opts: QuickDrawOptions) -> dict:
     """The pipeline's own options as the manifest records them. The output
     folder is left out: a dataset keeps its identity when it is moved."""
@@ -329,7 +350,7 @@ def run(argv: list[str] | None = None) -> dict:
         console.set_progress(console.Progress(len(files)))
         fields = {"seed": opts.seed, "options": recorded_options(opts), "inputs": len(files),
                   "code_version": dataset_manifest.code_version()}
-        with beam.Pipeline(options=options) as p:
+        with beam.Pipeline(runner=local_runner(options), options=options) as p:
             finished = build(p, opts, quota, files, classes,
                              FileSystems.join(output, output_folder.TEMP_TRANSFORM))
             tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)

@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 CHUNK_BYTES = 1 << 20
 MAX_UNIT_BYTES = 16 << 20
 MIN_UNIT_BYTES = 4 << 20
-UNITS_PER_JOB = 32
+UNITS_PER_JOB = 16
 
 TRUNCATED_GZIP = "truncated_gzip"
 CORRUPT_GZIP = "corrupt_gzip"
@@ -78,7 +78,7 @@ def file_sizes(files: list[str]) -> list[int | None]:
 
 def unit_bytes(total: int) -> int:
     """About UNITS_PER_JOB units for a small job, at most 16 MB each for a
-    large one: beyond 512 MB of input a worker's memory stops growing."""
+    large one: beyond 256 MB of input a worker's memory stops growing."""
     return max(MIN_UNIT_BYTES, min(MAX_UNIT_BYTES, total // UNITS_PER_JOB))
 
 

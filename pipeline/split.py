@@ -18,7 +18,11 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+import numpy as np
+
 import tfrecord_schema as schema
+
+RANK_FIELDS = 4
 
 
 def seeded_hash(seed: int, salt: bytes, key: bytes) -> int:
@@ -28,12 +32,16 @@ def seeded_hash(seed: int, salt: bytes, key: bytes) -> int:
 
 
 def rank_key(seed: int, key_id: str, source: int, offset: int, text: bytes) -> tuple:
-    """Sort key of a drawing within its class: ``(hash, key_id, file, offset)``.
-    The first two are the drawing's identity (copies of a drawing share them);
-    the rest, the file's index in the sorted input list and the line's byte
-    offset, order the copies, so the order is total."""
-    identity = key_id.encode("utf-8") if key_id else text
-    return (seeded_hash(seed, b"rank", identity), key_id, source, offset)
+    """Sort key of a drawing within its class: ``(hash, identity, file,
+    offset)``, four unsigned 64-bit integers. The first two are hashes of the
+    drawing's key_id (of its text when it has none): copies of a drawing share
+    them, and two different drawings share both with a chance of 2^-128. The
+    rest, the file's index in the sorted input list and the line's byte offset,
+    order the copies, so the order is total. Integers of fixed size let a
+    class's candidates travel as one array of 32 bytes per drawing (see
+    ``lowest_ranks``)."""
+    ident = key_id.encode("utf-8") if key_id else text
+    return (seeded_hash(seed, b"rank", ident), seeded_hash(seed, b"identity", ident), source, offset)
 
 
 def identity(rank: tuple) -> tuple:
@@ -123,3 +131,17 @@ def keep_lowest(candidates: list, n: int, ranked: bool = False) -> list:
                 return candidates[:i]
             last = ident
     return candidates
+
+
+def rank_array(ranks: list) -> np.ndarray:
+    """Rank tuples -> an ``(n, 4)`` uint64 array, one rank per row."""
+    return np.array(ranks, dtype=np.uint64).reshape(-1, RANK_FIELDS)
+
+
+def lowest_ranks(ranks: np.ndarray, n: int) -> np.ndarray:
+    """``keep_lowest`` for an array of ranks: the rows of the ``n`` lowest
+    distinct drawings with every copy of them, sorted."""
+    ranks = ranks[np.lexsort(ranks.T[::-1])]
+    new = np.ones(len(ranks), dtype=bool)
+    new[1:] = np.any(ranks[1:, :2] != ranks[:-1, :2], axis=1)
+    return ranks[np.cumsum(new) <= n]

@@ -51,12 +51,6 @@ FAN_IN = 32
 _FRAME = struct.Struct(">QI")  # shuffle order, record length
 
 
-def _blob(items) -> bytes:
-    """Lists cross stage boundaries as one pickled blob: the runner then moves
-    bytes instead of decoding and re-encoding every element."""
-    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 # --- 1. Reading ---------------------------------------------------------------
 
 class _ReadUnit(beam.DoFn):
@@ -123,10 +117,10 @@ class _ReadUnit(beam.DoFn):
         kept = {word: split_lib.keep_lowest(bucket, self._wanted) for word, bucket in candidates.items()}
         if kept:
             path = FileSystems.join(self._work_dir, "spill-%06d" % number)
-            _write_file(path, _blob(sorted(kept.items())))
+            _write_file(path, pickle.dumps(sorted(kept.items()), protocol=pickle.HIGHEST_PROTOCOL))
             yield beam.pvalue.TaggedOutput(SPILLS, (number, path))
             for word, items in kept.items():
-                yield word, _blob([item[0] for item in items])
+                yield word, split_lib.rank_array([item[0] for item in items]).tobytes()
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
 
 
@@ -156,7 +150,7 @@ def _reject(r: sources.Range, local_line: int, reason: str, line: bytes, **extra
 
 
 class ReadDrawings(beam.PTransform):
-    """Units of input -> ``(class, blob of kept ranks)``; tagged outputs: the
+    """Units of input -> ``(class, kept ranks as uint64 bytes)``; tagged outputs: the
     spill files ``(unit, path)``, rejects, partial counts and the number of
     lines of each range."""
 
@@ -178,23 +172,28 @@ class ReadDrawings(beam.PTransform):
 # --- 2. Planning --------------------------------------------------------------
 
 class _LowestRanks(beam.CombineFn):
-    """A class's ``wanted`` lowest-ranked drawings with their copies, sorted."""
+    """A class's ``wanted`` lowest-ranked drawings with their copies, sorted.
+    Ranks are kept as one uint64 array (32 bytes per drawing), the only data
+    that grows with the selection before the shards are written."""
 
     def __init__(self, wanted: int):
         self._wanted = wanted
 
     def create_accumulator(self):
-        return []
+        return np.zeros((0, split_lib.RANK_FIELDS), dtype=np.uint64)
 
-    def add_input(self, acc, blob):
-        return split_lib.keep_lowest(acc + pickle.loads(blob), self._wanted, ranked=True)
+    def add_input(self, acc, ranks):
+        return self.merge_accumulators([acc, _rank_rows(ranks)])
 
     def merge_accumulators(self, accs):
-        merged = [rank for acc in accs for rank in acc]
-        return split_lib.keep_lowest(merged, self._wanted, ranked=True)
+        return split_lib.lowest_ranks(np.concatenate(list(accs)), self._wanted)
 
     def extract_output(self, acc):
-        return acc
+        return [tuple(rank) for rank in acc.tolist()]
+
+
+def _rank_rows(ranks: bytes) -> np.ndarray:
+    return np.frombuffer(ranks, dtype=np.uint64).reshape(-1, split_lib.RANK_FIELDS)
 
 
 def _plan_counts(word: str, plan: split_lib.ClassPlan) -> dict:
@@ -295,8 +294,7 @@ class _EncodeSpill(beam.DoFn):
 def _duplicate(item: tuple) -> tuple:
     """The reject record of an extra copy of a selected drawing; its file is
     named by its index in the input list."""
-    rank = item[0]
-    return (rank[2], item[6], item[7]), {"reason": stats_lib.DUPLICATE, "key_id": rank[1]}
+    return (item[0][2], item[6], item[7]), {"reason": stats_lib.DUPLICATE, "key_id": item[1]}
 
 
 def _strokes(points):

@@ -33,12 +33,29 @@ def mixed(tmp_path_factory, shared_sample):
     root = tmp_path_factory.mktemp("mixed")
     input_dir = make_mixed_input(shared_sample, root / "input")
     output = root / "out"
-    stats = run_pipeline(input_dir, output, "--skip_transform")
-    return input_dir, output, stats
+    from apache_beam.runners.portability.prism_runner import PrismRunner
+
+    prism = []
+
+    def refuse(self, *args, **kwargs):
+        prism.append(args)
+        raise RuntimeError("the local run went to the Prism runner")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PrismRunner, "run_pipeline", refuse)
+        stats = run_pipeline(input_dir, output, "--skip_transform")
+    return input_dir, output, stats, prism
+
+
+def test_local_runs_never_go_to_prism(mixed):
+    """Beam's DirectRunner would try its Prism runner first (a download when
+    online); the job runs on the FnApiRunner that the options configure."""
+    assert mixed[3] == []
+    assert run_lib.local_runner(run_lib.PipelineOptions(["--runner=DataflowRunner"])) is None
 
 
 def test_outputs_follow_the_tutorial_layout(mixed):
-    _, output, _ = mixed
+    _, output, _, _ = mixed
     names = {p.name for p in output.iterdir()}
     for split in (schema.TRAIN, schema.EVAL, schema.TEST):
         assert {schema.shard_name(split, i, 3) for i in range(3)} <= names
@@ -47,7 +64,7 @@ def test_outputs_follow_the_tutorial_layout(mixed):
 
 
 def test_counts_are_right_and_reconcile(mixed):
-    _, output, stats = mixed
+    _, output, stats, _ = mixed
     assert json.loads((output / schema.STATS_FILE).read_text()) == stats
     classes = stats["classes"]
     assert len(classes) == 13  # 12 real files + crab from the file of bad lines
@@ -69,7 +86,7 @@ def test_counts_are_right_and_reconcile(mixed):
 
 
 def test_rejects_name_file_line_reason_and_text(mixed):
-    input_dir, output, _ = mixed
+    input_dir, output, _, _ = mixed
     rejects = [json.loads(l) for p in sorted(output.glob("rejects-*.ndjson"))
                for l in p.read_text().splitlines()]
     by_reason = {r["reason"]: r for r in rejects}
@@ -83,7 +100,7 @@ def test_rejects_name_file_line_reason_and_text(mixed):
 
 def test_splits_are_disjoint_and_ink_matches_parse_line(mixed, shared_sample):
     import tensorflow as tf
-    input_dir, output, _ = mixed
+    input_dir, output, _, _ = mixed
     names = (output / schema.CLASSES_FILE).read_text().splitlines()
     assert names == sorted(names) and len(names) == 13
     originals = {}
@@ -111,7 +128,7 @@ def test_splits_are_disjoint_and_ink_matches_parse_line(mixed, shared_sample):
 
 def test_records_are_shuffled_across_classes(mixed):
     import tensorflow as tf
-    _, output, _ = mixed
+    _, output, _, _ = mixed
     words = [r[schema.WORD][0] for r in read_split(tf, output, schema.TRAIN)]
     switches = sum(a != b for a, b in zip(words, words[1:]))
     assert switches > len(words) * 0.7
@@ -119,7 +136,7 @@ def test_records_are_shuffled_across_classes(mixed):
 
 @pytest.mark.slow
 def test_reruns_are_byte_identical_whatever_the_parallelism(mixed, tmp_path):
-    input_dir, output, _ = mixed
+    input_dir, output, _, _ = mixed
     again = tmp_path / "two_workers"
     run_pipeline(input_dir, again, "--skip_transform", "--direct_num_workers=2",
                  "--direct_running_mode=multi_processing")

@@ -51,7 +51,7 @@ def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, shared_sample
     with BeamTestPipeline() as p:
         read = p | ReadDrawings(units, str(work), 0, 4, 10000, 100000, False, None)
         words = read.ranks | "Words" >> beam.MapTuple(
-            lambda word, blob: (word, len(pickle.loads(blob))))
+            lambda word, ranks: (word, len(ranks) // 32))
         assert_that(words, equal_to([("cat", 4)]))
         assert_that(read[SPILLS], equal_to([(0, str(work / "spill-000000"))]), label="Spills")
         # A bad line in a class file counts against that file's class.
@@ -64,15 +64,15 @@ def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, shared_sample
 
 def test_plan_classes_combines_ranks_into_cut_offs():
     quota = split_lib.Quota(2, 1, 0)
-    ranks = {"cat": [[(5, "a", 0, 0), (1, "b", 0, 9)], [(1, "b", 1, 0), (3, "c", 1, 7), (9, "d", 1, 8)]],
-             "dog": [[(4, "e", 2, 0)]]}
-    elements = [(w, pickle.dumps(r)) for w, rs in ranks.items() for r in rs]
+    ranks = {"cat": [[(5, 50, 0, 0), (1, 10, 0, 9)], [(1, 10, 1, 0), (3, 30, 1, 7), (9, 90, 1, 8)]],
+             "dog": [[(4, 40, 2, 0)]]}
+    elements = [(w, split_lib.rank_array(r).tobytes()) for w, rs in ranks.items() for r in rs]
     with BeamTestPipeline() as p:
         plans, counts = p | beam.Create(elements) | PlanClasses(quota)
         assert_that(plans, equal_to([{
-            "cat": split_lib.ClassPlan(((schema.TRAIN, (3, "c", 1, 7)), (schema.EVAL, (5, "a", 0, 0))),
-                                       frozenset({(1, "b", 1, 0)}), {"train": 2, "eval": 1, "test": 0}, 1),
-            "dog": split_lib.ClassPlan(((schema.TRAIN, (4, "e", 2, 0)),), frozenset(),
+            "cat": split_lib.ClassPlan(((schema.TRAIN, (3, 30, 1, 7)), (schema.EVAL, (5, 50, 0, 0))),
+                                       frozenset({(1, 10, 1, 0)}), {"train": 2, "eval": 1, "test": 0}, 1),
+            "dog": split_lib.ClassPlan(((schema.TRAIN, (4, 40, 2, 0)),), frozenset(),
                                        {"train": 1, "eval": 0, "test": 0}, 0),
         }]))
         assert_that(counts, equal_to([

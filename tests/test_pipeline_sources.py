@@ -5,6 +5,8 @@ import gzip
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import sources
 from pipeline import split as split_lib
@@ -95,8 +97,8 @@ def test_directory_and_missing_file_are_damage(tmp_path):
     assert damage.value.reason == sources.UNREADABLE
 
 
-def rank(h, key="k", file=0, offset=0):
-    return (h, key + str(h), file, offset)
+def rank(h, file=0, offset=0):
+    return (h, 1000 + h, file, offset)
 
 
 def test_plan_keeps_the_first_copy_and_drops_the_rest():
@@ -143,3 +145,15 @@ def test_shard_merge_with_more_sections_than_files_open_at_once(tmp_path, monkey
         got.append(data[12:12 + length])
         data = data[16 + length:]
     assert got == [record for _, record in sorted(frames)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 2 ** 63, 2 ** 64 - 1]), st.integers(0, 2 ** 64 - 1),
+                          st.integers(0, 3), st.integers(0, 2 ** 40)), max_size=40),
+       st.integers(0, 12))
+def test_lowest_ranks_of_an_array_is_keep_lowest(ranks, n):
+    """The compact array form selects exactly what the tuple form does, with
+    hashes above 2^63 and copies (equal first two fields) across the cut."""
+    ranks = ranks + [(h, i, f + 1, o) for h, i, f, o in ranks[:5]]
+    got = split_lib.lowest_ranks(split_lib.rank_array(ranks), n)
+    assert [tuple(r) for r in got.tolist()] == split_lib.keep_lowest(ranks, n, ranked=True)
