@@ -1,15 +1,17 @@
 """The Beam graph's building blocks, as named composite transforms.
 
-Only small metadata crosses stage boundaries; the drawings themselves go
-through files that the workers write under a temporary folder of the output
-(any Beam filesystem), so a runner never holds a split in memory and a worker
-holds at most one unit of input:
+Only small metadata crosses stage boundaries; the drawings and their ranks
+go through files that the workers write under a temporary folder of the
+output (any Beam filesystem), so what a runner holds does not grow with the
+selection, and a worker holds at most one unit of input:
 
 1. ``ReadDrawings``: per unit of input (files or byte ranges of about equal
    size), validate every line, keep each class's lowest-ranked candidates,
-   spill them to a file; emit their ranks, the spill's path and the counts.
-2. ``PlanClasses``: per class, combine the ranks into the last rank of each
-   split (and the copies to drop): a small side input.
+   spill them to a file and their ranks to another; emit where each planning
+   task's ranks lie, the spill's path and the counts.
+2. ``PlanClasses``: per planning task (a fixed group of classes), read the
+   ranks of its classes and cut each class into the last rank of each split
+   (and the copies to drop): a small side input.
 3. ``EncodeSpills``: per spill, select by the plan, encode the Examples and
    write one run file sorted by (split, shard, shuffle order); emit where each
    (split, shard) section of it lies.
@@ -24,6 +26,7 @@ import logging
 import pickle
 import struct
 import threading
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -49,6 +52,8 @@ _BATCH_ROWS = 8192
 # Sections merged at once: each open file holds a read buffer (16 MB on gs://).
 FAN_IN = 32
 _FRAME = struct.Struct(">QI")  # shuffle order, record length
+# Classes are planned in this many tasks; a unit's rank file has a section for each.
+PLAN_GROUPS = 64
 
 
 # --- 1. Reading ---------------------------------------------------------------
@@ -119,9 +124,31 @@ class _ReadUnit(beam.DoFn):
             path = FileSystems.join(self._work_dir, "spill-%06d" % number)
             _write_file(path, pickle.dumps(sorted(kept.items()), protocol=pickle.HIGHEST_PROTOCOL))
             yield beam.pvalue.TaggedOutput(SPILLS, (number, path))
-            for word, items in kept.items():
-                yield word, split_lib.rank_array([item[0] for item in items]).tobytes()
+            yield from _write_ranks(FileSystems.join(self._work_dir, "ranks-%06d" % number), kept)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
+
+
+def plan_group(word: str) -> int:
+    """The planning task of a class (see ``PlanClasses``): fixed by its name."""
+    return zlib.crc32(word.encode("utf-8")) % PLAN_GROUPS
+
+
+def _write_ranks(path: str, kept: dict):
+    """Writes the kept ranks of a unit, class after class in the order of
+    their planning tasks, as uint64 rows; yields each task's section
+    ``(task, (path, start, end, ((class, rows), ...)))``."""
+    words = sorted(kept, key=lambda w: (plan_group(w), w))
+    parts, sections, at = [], {}, 0
+    for word in words:
+        data = split_lib.rank_array([item[0] for item in kept[word]]).tobytes()
+        parts.append(data)
+        start, _, index = sections.get(plan_group(word), (at, at, []))
+        index.append((word, len(kept[word])))
+        at += len(data)
+        sections[plan_group(word)] = (start, at, index)
+    _write_file(path, b"".join(parts))
+    for group, (start, end, index) in sections.items():
+        yield group, (path, start, end, tuple(index))
 
 
 def _import_tensorflow() -> None:
@@ -150,7 +177,7 @@ def _reject(r: sources.Range, local_line: int, reason: str, line: bytes, **extra
 
 
 class ReadDrawings(beam.PTransform):
-    """Units of input -> ``(class, kept ranks as uint64 bytes)``; tagged outputs: the
+    """Units of input -> ``(planning task, section of a rank file)``; tagged outputs: the
     spill files ``(unit, path)``, rejects, partial counts and the number of
     lines of each range."""
 
@@ -171,29 +198,42 @@ class ReadDrawings(beam.PTransform):
 
 # --- 2. Planning --------------------------------------------------------------
 
-class _LowestRanks(beam.CombineFn):
-    """A class's ``wanted`` lowest-ranked drawings with their copies, sorted.
-    Ranks are kept as one uint64 array (32 bytes per drawing), the only data
-    that grows with the selection before the shards are written."""
+class _PlanTask(beam.DoFn):
+    """One planning task: reads its section of every unit's rank file and
+    plans each of its classes. Only the ranks of its own classes are in
+    memory, and a class's are cut back to its lowest as they come in."""
 
-    def __init__(self, wanted: int):
-        self._wanted = wanted
+    def __init__(self, quota: split_lib.Quota):
+        self._quota = quota
 
-    def create_accumulator(self):
-        return np.zeros((0, split_lib.RANK_FIELDS), dtype=np.uint64)
+    def process(self, element):
+        _, sections = element
+        wanted = self._quota.total
+        ranks = collections.defaultdict(list)
+        rows = collections.Counter()
+        for path, start, end, index in sorted(sections):
+            block = np.frombuffer(_read_bytes(path, start, end), dtype=np.uint64).reshape(
+                -1, split_lib.RANK_FIELDS)
+            at = 0
+            for word, n in index:
+                ranks[word].append(block[at:at + n])
+                at += n
+                rows[word] += n
+                if rows[word] > 4 * wanted + 1000:
+                    ranks[word] = [split_lib.lowest_ranks(np.concatenate(ranks[word]), wanted)]
+                    rows[word] = len(ranks[word][0])
+        for word in sorted(ranks):
+            kept = split_lib.lowest_ranks(np.concatenate(ranks[word]), wanted)
+            yield word, split_lib.plan_class([tuple(rank) for rank in kept.tolist()], self._quota)
 
-    def add_input(self, acc, ranks):
-        return self.merge_accumulators([acc, _rank_rows(ranks)])
 
-    def merge_accumulators(self, accs):
-        return split_lib.lowest_ranks(np.concatenate(list(accs)), self._wanted)
-
-    def extract_output(self, acc):
-        return [tuple(rank) for rank in acc.tolist()]
-
-
-def _rank_rows(ranks: bytes) -> np.ndarray:
-    return np.frombuffer(ranks, dtype=np.uint64).reshape(-1, split_lib.RANK_FIELDS)
+def _read_bytes(path: str, start: int, end: int) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(start)
+        data = f.read(end - start)
+    if len(data) != end - start:
+        raise IOError("%s ends before its section does" % path)
+    return data
 
 
 def _plan_counts(word: str, plan: split_lib.ClassPlan) -> dict:
@@ -204,18 +244,20 @@ def _plan_counts(word: str, plan: split_lib.ClassPlan) -> dict:
 
 
 class PlanClasses(beam.PTransform):
-    """Kept ranks -> one dict ``{class: ClassPlan}`` (a small side input), and
-    the selected and duplicate counts."""
+    """Rank-file sections -> one dict ``{class: ClassPlan}`` (a small side
+    input), and the selected and duplicate counts. Classes are planned in
+    PLAN_GROUPS tasks, so the ranks themselves go through files, never
+    through the runner or the shuffle."""
 
     def __init__(self, quota: split_lib.Quota):
         super().__init__()
         self._quota = quota
 
-    def expand(self, ranks):
+    def expand(self, sections):
         plans = (
-            ranks
-            | "LowestPerClass" >> beam.CombinePerKey(_LowestRanks(self._quota.total))
-            | "Plan" >> beam.MapTuple(lambda word, kept, q=self._quota: (word, split_lib.plan_class(kept, q))))
+            sections
+            | "GroupByTask" >> beam.GroupByKey()
+            | "Plan" >> beam.ParDo(_PlanTask(self._quota)))
         counts = plans | "Counts" >> beam.MapTuple(_plan_counts)
         return plans | "ToDict" >> beam.combiners.ToDict(), counts
 

@@ -20,7 +20,7 @@ from pipeline import run as run_lib
 from pipeline import sources
 from pipeline import split as split_lib
 from pipeline.transforms import (COUNTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
-                                 WriteShards)
+                                 WriteShards, _PlanTask, _write_ranks, plan_group)
 from pipeline_helpers import read_split
 
 FLAGS = ["--train_observations_per_class=15", "--eval_observations_per_class=5",
@@ -50,9 +50,8 @@ def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, shared_sample
     work = tmp_path / "work"
     with BeamTestPipeline() as p:
         read = p | ReadDrawings(units, str(work), 0, 4, 10000, 100000, False, None)
-        words = read.ranks | "Words" >> beam.MapTuple(
-            lambda word, ranks: (word, len(ranks) // 32))
-        assert_that(words, equal_to([("cat", 4)]))
+        words = read.ranks | "Words" >> beam.MapTuple(lambda task, section: (task, section[3]))
+        assert_that(words, equal_to([(plan_group("cat"), (("cat", 4),))]))
         assert_that(read[SPILLS], equal_to([(0, str(work / "spill-000000"))]), label="Spills")
         # A bad line in a class file counts against that file's class.
         assert_that(read[COUNTS], equal_to([{("cat", "read"): 7, ("cat", "valid"): 6,
@@ -62,11 +61,12 @@ def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, shared_sample
     assert [w for w, _ in kept] == ["cat"] and len(kept[0][1]) == 4
 
 
-def test_plan_classes_combines_ranks_into_cut_offs():
+def test_plan_classes_combines_ranks_into_cut_offs(tmp_path):
     quota = split_lib.Quota(2, 1, 0)
-    ranks = {"cat": [[(5, 50, 0, 0), (1, 10, 0, 9)], [(1, 10, 1, 0), (3, 30, 1, 7), (9, 90, 1, 8)]],
-             "dog": [[(4, 40, 2, 0)]]}
-    elements = [(w, split_lib.rank_array(r).tobytes()) for w, rs in ranks.items() for r in rs]
+    units = [{"cat": [(5, 50, 0, 0), (1, 10, 0, 9)], "dog": [(4, 40, 2, 0)]},
+             {"cat": [(1, 10, 1, 0), (3, 30, 1, 7), (9, 90, 1, 8)]}]
+    elements = [section for i, unit in enumerate(units) for section in _write_ranks(
+        str(tmp_path / ("ranks-%d" % i)), {w: [(r,) for r in ranks] for w, ranks in unit.items()})]
     with BeamTestPipeline() as p:
         plans, counts = p | beam.Create(elements) | PlanClasses(quota)
         assert_that(plans, equal_to([{
@@ -80,6 +80,21 @@ def test_plan_classes_combines_ranks_into_cut_offs():
              ("cat", "rejected:duplicate"): 1},
             {("dog", "selected:train"): 1, ("dog", "selected:eval"): 0, ("dog", "selected:test"): 0},
         ]), label="Counts")
+
+
+def test_plan_task_cuts_a_class_back_as_its_sections_come_in(tmp_path):
+    """More ranks than the task keeps at once, spread over 8 rank files, with
+    copies of the lowest drawings in other files: the plan is the one made
+    from all the ranks at once."""
+    rng = random.Random(3)
+    quota = split_lib.Quota(3, 1, 1)
+    ranks = [(rng.getrandbits(64), rng.getrandbits(64), f, o) for f in range(6) for o in range(400)]
+    ranks += [r[:2] + (r[2] + 10, r[3]) for r in sorted(ranks)[:4]]
+    sections = [section for i in range(8) for _, section in _write_ranks(
+        str(tmp_path / ("ranks-%d" % i)), {"cat": [(r,) for r in ranks[i::8]]})]
+    [(word, plan)] = list(_PlanTask(quota).process((plan_group("cat"), sections)))
+    assert word == "cat" and plan.duplicates == 4
+    assert plan == split_lib.plan_class(split_lib.keep_lowest(ranks, quota.total, ranked=True), quota)
 
 
 @pytest.mark.slow
