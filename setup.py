@@ -33,8 +33,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*",
                                                "trainer", "trainer.*",
                                                "serving", "serving.*",
-                                               "deploy", "deploy.*"]),
-    package_data={"serving": ["static/*"]},
+                                               "deploy", "deploy.*"]) + ["serving.static"],
+    package_data={"serving.static": ["*"]},  # the drawing page, a folder of data
     py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "atomic_storage"],
     include_package_data=True,
     install_requires=requirements(),

@@ -311,7 +311,8 @@ def scale_runs(source: Path, workdir: Path, drawings: int, classes: int, proport
     counts = proportion_counts if proportions else split_counts
     base = run_child("baseline", full, workdir / ("%s_out_baseline" % name), counts(per_class))
     out = {"per_class": per_class, "counts": counts(per_class),
-           "baseline": {"seconds": base["seconds"], "drawings_per_s": n_full / base["seconds"],
+           # The loop reads only the drawings it converts (the first lines of each file).
+           "baseline": {"seconds": base["seconds"], "drawings_per_s": base["written"] / base["seconds"],
                         "peak_mib": base["main_mib"], "load_before": base["load_before"]}}
     for size, folder, n, pc in (("half", half, n_half, per_class // 2), ("full", full, n_full, per_class)):
         # Proportions: the same selection from half or all of the input.

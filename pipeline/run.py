@@ -21,6 +21,7 @@ if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv
 
 import difflib
 import fnmatch
+import glob
 import json
 import logging
 import os
@@ -95,7 +96,7 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
     unmatched = [p for p in patterns if p not in matched]
     if unmatched and len(patterns) > 1:
         raise PipelineError("--input: %s matches no file" % unmatched[0])
-    files = sorted({m.path for result in found for m in result.metadata_list})
+    files = sorted({m.path for result in found for m in result.metadata_list} | set(_dangling_links(expanded)))
     if not files:
         raise PipelineError("--input=%s matches no file" % pattern)
     for f in files:
@@ -114,6 +115,14 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
     return files
+
+
+def _dangling_links(patterns: list[str]) -> list[str]:
+    """Local symbolic links that the patterns match and whose target is gone.
+    Beam's listing leaves them out without a word; as inputs they are read,
+    and reported as unreadable files, like any file that cannot be opened."""
+    return [f for p in patterns if "://" not in p for f in glob.glob(p)
+            if os.path.islink(f) and not os.path.exists(f)]
 
 
 def _is_output(path: str, output: str) -> bool:

@@ -1,7 +1,7 @@
 """``python -m pipeline.run`` over real drawings mixed with damaged and odd
 files: CRLF and BOM, an empty file, no trailing newline, a 5 MB line, a
 6.5M-point line, NUL bytes, invalid UTF-8 mid-line, a cut and a corrupt gzip,
-a directory and an unreadable file named like inputs, duplicates within and
+a directory, an unreadable file and a dangling link named like inputs, duplicates within and
 across files. The run ends normally, every good drawing is written once, every
 bad line and file is reported with its reason, and the dataset verifies."""
 from __future__ import annotations
@@ -75,8 +75,10 @@ def _build(sample: Path, folder: Path) -> tuple[dict, dict, dict]:
     # A file that cannot be read even by root (chmod does not stop root):
     # reading /proc/self/mem at offset 0 is an I/O error.
     os.symlink("/proc/self/mem", folder / "gone.ndjson")
+    # A link whose target was removed: listed by no filesystem, still reported.
+    os.symlink(folder / "removed.ndjson", folder / "dangling.ndjson")
     damaged = {"moon.ndjson.gz": "truncated_gzip", "ladder.ndjson.gz": "corrupt_gzip",
-               "x.ndjson": "is_a_directory", "gone.ndjson": "unreadable"}
+               "x.ndjson": "is_a_directory", "gone.ndjson": "unreadable", "dangling.ndjson": "unreadable"}
     return good, bad, damaged
 
 

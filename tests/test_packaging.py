@@ -37,3 +37,23 @@ def test_every_top_level_module_is_installed_and_copied_into_the_images(monkeypa
         copied = " ".join(line for line in (ROOT / dockerfile).read_text().splitlines()
                           if line.startswith("COPY"))
         assert [m for m in modules if m + ".py" not in copied.split()] == [], dockerfile
+
+
+def test_wheel_carries_the_drawing_page_without_setuptools_warnings(tmp_path):
+    """The page's files are data of the ``serving.static`` package: in the
+    wheel, and no 'absent from the packages configuration' warning."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"  # a build writes into its source tree
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".*", "build", "*.egg-info", "__pycache__", "data", "docs", "tests", "benchmarks"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"serving/static/index.html", "serving/static/draw.js", "ndjson_format.py"} <= names
