@@ -19,11 +19,12 @@ Peak memory is the largest resident set of the child itself (``getrusage``)
 and of its largest descendant, the DirectRunner's workers (``VmHWM``), and the
 largest sum over all of the run's processes (see ``PeakMemory``).
 
-Scale modes (``--scale``, ``--proportions``, ``--big_class N``): about
+Scale modes (``--scale``, ``--proportions``, ``--big_class N``, ``--tutorial``): about
 1,400,000 drawings (``--drawings``), the baseline and the pipeline on all of
 them and the pipeline on half, either every drawing selected or the real
 dataset's 11 selected per 145 read per class; and the pipeline on N drawings
-per class against the same input with one class file ten times larger.
+per class against the same input with one class file ten times larger; and
+the pipeline alone at the tutorial's 10,000 + 1,000 drawings per class.
 """
 from __future__ import annotations
 
@@ -338,6 +339,14 @@ def big_class_runs(source: Path, workdir: Path, per_class: int) -> dict:
     return out
 
 
+def tutorial_run(source: Path, workdir: Path) -> dict:
+    """The tutorial's default dataset size: 10,000 training and 1,000 eval
+    drawings of every class, from 11,000 drawings per class (3.8M)."""
+    folder = workdir / "tutorial_input"
+    n = write_input(source, folder, 11_000)
+    return _summary(run_child("pipeline", folder, workdir / "tutorial_out", (10_000, 1_000, 0)), n)
+
+
 def report_scale(name: str, figures: dict) -> None:
     print("\n%s (per class %d, counts %s):" % (name, figures["per_class"], figures["counts"]))
     b = figures["baseline"]
@@ -435,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
                              "memory of all processes (default --drawings 1,400,000)")
     parser.add_argument("--proportions", action="store_true",
                         help="the real dataset's proportions: 11 selected per 145 read per class")
+    parser.add_argument("--tutorial", action="store_true",
+                        help="the pipeline alone at the tutorial's counts: 10,000 + 1,000 of "
+                             "11,000 drawings per class (3.8M), every one selected")
     parser.add_argument("--big_class", type=int, default=0, metavar="PER_CLASS",
                         help="also time PER_CLASS drawings per class against the same input "
                              "with one class file ten times larger")
@@ -451,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = len(list(Path(args.source).glob("*.ndjson")))
     if not classes:
         raise SystemExit("bench_pipeline: no *.ndjson in %s" % args.source)
-    if args.scale or args.proportions or args.big_class:
+    if args.scale or args.proportions or args.big_class or args.tutorial:
         figures = {"machine": machine(), "revision": revision(), "workers": WORKERS}
         drawings = args.drawings if args.drawings != 344_000 else 1_400_000
         print("%s, revision %s, writing inputs to %s" % (figures["machine"], figures["revision"], workdir),
@@ -460,6 +472,10 @@ def main(argv: list[str] | None = None) -> None:
             if getattr(args, flag):
                 figures[flag] = scale_runs(Path(args.source), workdir, drawings, classes, proportions)
                 report_scale(flag, figures[flag])
+        if args.tutorial:
+            figures["tutorial"] = t = tutorial_run(Path(args.source), workdir)
+            print("\ntutorial's counts: %d drawings in %.1f s (%.0f/s), all processes %.0f MiB PSS"
+                  % (t["drawings"], t["seconds"], t["drawings_per_s"], t["total_pss_mib"]))
         if args.big_class:
             figures["big_class"] = big_class_runs(Path(args.source), workdir, args.big_class)
             b = figures["big_class"]
