@@ -85,6 +85,7 @@ def test_empty_dataset(paths, tmp_path):
         task.main(flags(paths, tmp_path / "m", eval_data=str(empty)))
 
 
+@pytest.mark.slow
 def test_model_dir_of_another_architecture(paths, tmp_path):
     task.main(flags(paths, tmp_path / "m") + ["--eval_every_steps=0"])
     with pytest.raises(TrainerError, match="holds a run of another model"):
@@ -102,6 +103,7 @@ def test_length_boundaries_from_pipeline_stats(paths, tmp_path):
         length_boundaries(pattern)
 
 
+@pytest.mark.slow
 def test_command_prints_one_line_and_exits_2(paths, tmp_path):
     argv = flags(paths, tmp_path / "m", training_data=str(tmp_path / "nothing-*"))
     proc = subprocess.run([sys.executable, "-m", "trainer.task", *argv], capture_output=True,
@@ -171,6 +173,7 @@ def test_up_front_check_reads_ink_size_and_values(tmp_path):
         check_records([nan], CLASSES)
 
 
+@pytest.mark.slow
 def test_zero_length_examples_are_counted_and_reported(paths, tmp_path):
     train = write_records(tmp_path / "training.tfrecord-00000-of-00001",
                           good(12) + [example(0, 1)])

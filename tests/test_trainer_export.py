@@ -28,6 +28,7 @@ def exported_logits(export_dir) -> np.ndarray:
                                             lengths=tf.constant(LENGTHS_IN))["logits"].numpy()
 
 
+@pytest.mark.slow
 def test_replacement_is_whole_and_old_export_survives_until_then(tmp_path, monkeypatch):
     target = tmp_path / "export"
     old_model, new_model = small_model(1), small_model(2)

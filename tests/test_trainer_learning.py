@@ -1,10 +1,13 @@
 """The trainer learns: held-out real drawings of five classes, well above chance."""
+import pytest
+
 from trainer import task
 from trainer_helpers import data_flags, write_tutorial_dataset
 
 CLASSES = ["moon", "star", "ladder", "umbrella", "clock"]
 
 
+@pytest.mark.slow
 def test_learns_five_real_classes_well_above_chance(tmp_path):
     # 20 drawings a class to train on; the 5 after them in each file are held out.
     paths = write_tutorial_dataset(tmp_path / "data", CLASSES, train_per_class=20,

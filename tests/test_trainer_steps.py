@@ -90,6 +90,7 @@ def test_diverging_run_stops_before_a_non_finite_checkpoint(paths, tmp_path):
     assert not (model_dir / "eval_report.json").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_eval_loss_is_not_exported(paths, tmp_path, monkeypatch):
     real_run_eval = train.run_eval
 

@@ -96,6 +96,7 @@ def test_export_agrees_with_trained_model_on_eval_set(run):
     assert RAW_SIGNATURE in loaded.signatures
 
 
+@pytest.mark.slow
 def test_main_again_resumes_and_continues(run, tmp_path):
     model_dir = tmp_path / "model"
     first = task.main(train_flags(run["paths"], model_dir, 10, "--eval_every_steps=0"))
@@ -104,6 +105,7 @@ def test_main_again_resumes_and_continues(run, tmp_path):
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-20")
 
 
+@pytest.mark.slow
 def test_warm_start_from_checkpoint_and_export(run, tmp_path):
     for source in (run["model_dir"], run["model_dir"] / "export"):
         out = tmp_path / source.name
@@ -123,6 +125,7 @@ def test_warm_start_with_other_classes_is_refused(run, tmp_path):
                               "--warm_start_from=%s" % run["model_dir"]))
 
 
+@pytest.mark.slow
 def test_predict_command_top_k_and_game_rule(run, tmp_path):
     export_dir = str(run["model_dir"] / "export")
     predictor = Predictor(export_dir)
@@ -158,6 +161,7 @@ def test_predict_command_top_k_and_game_rule(run, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --target 'dragon'")
 
 
+@pytest.mark.slow
 def test_mixed_precision_with_batch_norm_trains_and_exports(run, tmp_path):
     metrics = task.main(train_flags(run["paths"], tmp_path / "m", 4, "--mixed_precision=true",
                                     "--batch_norm", "--eval_every_steps=0"))
