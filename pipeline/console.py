@@ -12,15 +12,7 @@ import sys
 import threading
 import time
 
-# Native lines (written straight to the stderr file descriptor by TensorFlow's
-# C++ code, in this process and in local workers) that carry no information:
-# absl's preamble, INFO/WARNING lines, the CUDA probe on machines without a GPU,
-# and the CPU-instructions note.
-NATIVE_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
-    r"|E\d{4} [\d:.]+ +\d+ \S+:\d+\] failed call to cuInit"
-    r"|To enable the following instructions: .* rebuild TensorFlow)")
+from native_logs import NATIVE_NOISE, NativeStderrFilter  # noqa: F401 - the pipeline's filter
 
 # Python log records that say nothing to the user, by message start.
 QUIET_MESSAGES = (
@@ -131,56 +123,3 @@ def set_progress(progress: Progress) -> None:
         for f in handler.filters:
             if isinstance(f, _Filter):
                 f.progress = progress
-
-
-class NativeStderrFilter:
-    """Routes the stderr file descriptor through a pipe and drops the native
-    noise lines (``NATIVE_NOISE``); everything else is passed on unchanged.
-    Child processes (local workers) inherit the filtered descriptor."""
-
-    def __init__(self):
-        self._saved = None
-        self._thread = None
-
-    def __enter__(self) -> "NativeStderrFilter":
-        try:
-            sys.stderr.flush()
-            self._saved = os.dup(2)
-        except (OSError, ValueError):
-            return self
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
-        os.close(write_end)
-        self._thread = threading.Thread(target=self._pump, args=(read_end, self._saved), daemon=True)
-        self._thread.start()
-        return self
-
-    @staticmethod
-    def _pump(read_end: int, out: int) -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
-            while True:
-                chunk = pipe.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not NATIVE_NOISE.match(line.decode("utf-8", "replace")):
-                        os.write(out, line + b"\n")
-            if pending and not NATIVE_NOISE.match(pending.decode("utf-8", "replace")):
-                os.write(out, pending)
-
-    def __exit__(self, *exc) -> None:
-        if self._saved is None:
-            return
-        try:
-            sys.stderr.flush()
-        except ValueError:
-            pass
-        os.dup2(self._saved, 2)   # closes the pipe's last write end held here
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._thread is None or not self._thread.is_alive():
-            os.close(self._saved)
-        self._saved = None

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import tfrecord_schema as schema
+from native_logs import NO_GPU_NOISE, NativeStderrFilter
 from pipeline.render import read_tfrecords
 
 HELD_OUT = (schema.EVAL, schema.TEST)
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        drawings = load_examples(args.examples).get(args.word, [])
+        with NativeStderrFilter(NO_GPU_NOISE):  # TensorFlow reads the TFRecords
+            drawings = load_examples(args.examples).get(args.word, [])
     except ExamplesError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import os
 import sys
 
 import ndjson_format
+from native_logs import NO_GPU_NOISE, NativeStderrFilter
 from serving.app import Settings, create_app
 
 
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the server until interrupted; exit status 2 for bad options or model."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with NativeStderrFilter(NO_GPU_NOISE):  # TensorFlow's lines that only say there is no GPU
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from serving.examples import ExamplesError, load_examples

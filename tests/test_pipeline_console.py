@@ -22,14 +22,27 @@ KEPT = [
 ]
 
 
-def test_native_noise_is_dropped_and_everything_else_passes(tmp_path):
-    script = ("import os, sys\nfrom pipeline.console import NativeStderrFilter\n"
-              "with NativeStderrFilter():\n"
-              "    for line in sys.argv[1:]:\n        os.write(2, (line + '\\n').encode())\n")
-    done = subprocess.run([sys.executable, "-c", script] + NOISE + KEPT, capture_output=True, text=True,
+def _through_filter(pattern: str, lines: list[str]) -> list[str]:
+    """What a process that writes ``lines`` to its stderr descriptor, filtered
+    by ``native_logs.<pattern>``, leaves on stderr."""
+    script = ("import os, sys\nimport native_logs\n"
+              "with native_logs.NativeStderrFilter(native_logs.%s):\n"
+              "    for line in sys.argv[1:]:\n        os.write(2, (line + '\\n').encode())\n" % pattern)
+    done = subprocess.run([sys.executable, "-c", script] + lines, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
     assert done.returncode == 0
-    assert done.stderr.splitlines() == KEPT
+    return done.stderr.splitlines()
+
+
+def test_native_noise_is_dropped_and_everything_else_passes():
+    assert console.NativeStderrFilter is __import__("native_logs").NativeStderrFilter
+    assert _through_filter("NATIVE_NOISE", NOISE + KEPT) == KEPT
+
+
+def test_the_trainers_filter_drops_only_the_lines_that_say_there_is_no_gpu():
+    kept = KEPT + NOISE[3:] + [
+        "W0000 00:00:1796016214.063503   19721 bfc_allocator.cc:291] Allocator (GPU_0_bfc) ran out of memory"]
+    assert _through_filter("NO_GPU_NOISE", NOISE[:3] + kept) == kept
 
 
 def _record(name: str, level: int, msg: str) -> logging.LogRecord:

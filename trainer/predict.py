@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from native_logs import NO_GPU_NOISE, NativeStderrFilter
 from ndjson_format import REASONS, Limits, Reject, check_strokes, load_line
 from trainer.errors import TrainerError
 
@@ -152,8 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command; returns the exit status (2 for bad input)."""
+    """Runs the command; returns the exit status (2 for bad input). TensorFlow's
+    lines that only say there is no GPU are left out of stderr."""
     args = build_parser().parse_args(argv)
+    with NativeStderrFilter(NO_GPU_NOISE):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     try:
         if args.top_k <= 0:
             raise TrainerError("--top_k must be positive")

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.distribution import DISTRIBUTIONS
+from native_logs import NO_GPU_NOISE, NativeStderrFilter
 from trainer.errors import TrainerError
-from trainer.model import CELL_TYPES
-from trainer.train import train_and_evaluate
 
 
 def int_list(text: str) -> list[int]:
@@ -35,6 +33,11 @@ def boolean(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every flag of the trainer, with the tutorial's defaults."""
+    # TensorFlow loads here, not when the module is imported: ``run`` filters
+    # its start-up lines first.
+    from trainer.distribution import DISTRIBUTIONS
+    from trainer.model import CELL_TYPES
+
     p = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.split("\n")[0])
     io = p.add_argument_group("data and outputs")
     io.add_argument("--training_data", required=True,
@@ -126,18 +129,22 @@ def main(argv: list[str] | None = None) -> dict:
     Raises ``TrainerError`` for bad input; run as a command, that becomes one
     line on stderr and exit code 2.
     """
+    from trainer.train import train_and_evaluate
+
     args = build_parser().parse_args(argv)
     validate(args)
     return train_and_evaluate(args)
 
 
 def run() -> None:
-    """Console-script entry point."""
-    try:
-        main()
-    except TrainerError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(2)
+    """Console-script entry point; TensorFlow's lines that only say there is
+    no GPU are left out of stderr."""
+    with NativeStderrFilter(NO_GPU_NOISE):
+        try:
+            main()
+        except TrainerError as e:
+            print("error: %s" % e, file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":
