@@ -6,7 +6,6 @@ tf.Transform's serialisation warnings, protobuf dumps).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import threading
