@@ -20,8 +20,8 @@ import numpy as np
 import orjson
 
 
-# A key_id travels with every rank across the pipeline's stages: a long one would
-# make memory grow with the selection (the dataset's are 16 digits).
+# A key_id is kept with every candidate drawing and written into its record: a
+# long one would make a worker's unit of input weigh more (the dataset's are 16 digits).
 MAX_KEY_ID_CHARS = 128
 
 

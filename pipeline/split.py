@@ -115,16 +115,16 @@ def split_of(rank: tuple, plan: ClassPlan) -> str | None:
     return None
 
 
-def keep_lowest(candidates: list, n: int, ranked: bool = False) -> list:
-    """The candidates (tuples led by their rank; ``ranked``: ranks themselves)
-    of the ``n`` lowest-ranked drawings with every copy of them, sorted.
+def keep_lowest(candidates: list, n: int) -> list:
+    """The candidates (tuples led by their rank) of the ``n`` lowest-ranked
+    drawings with every copy of them, sorted.
     Copies stay until the whole class is seen: only then is it known which
     copy comes first."""
     candidates = sorted(candidates)
     distinct = 0
     last = None
     for i, item in enumerate(candidates):
-        ident = identity(item if ranked else item[0])
+        ident = identity(item[0])
         if ident != last:
             distinct += 1
             if distinct > n:

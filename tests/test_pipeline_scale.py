@@ -94,7 +94,7 @@ def test_plan_task_cuts_a_class_back_as_its_sections_come_in(tmp_path):
         str(tmp_path / ("ranks-%d" % i)), {"cat": [(r,) for r in ranks[i::8]]})]
     [(word, plan)] = list(_PlanTask(quota).process((plan_group("cat"), sections)))
     assert word == "cat" and plan.duplicates == 4
-    assert plan == split_lib.plan_class(split_lib.keep_lowest(ranks, quota.total, ranked=True), quota)
+    assert plan == split_lib.plan_class([r for r, in split_lib.keep_lowest([(r,) for r in ranks], quota.total)], quota)
 
 
 @pytest.mark.slow
