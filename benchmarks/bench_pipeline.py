@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"
+REAL_SAMPLE = REPO / "data" / "real_sample"
 WORKERS = 2
 TINY_PER_CLASS = 10
 KEY_ID = re.compile(rb'"key_id":\s*"?(\d+)"?')
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None,
                         help="where inputs and outputs go (default: a temporary "
                              "directory, removed afterwards)")
-    parser.add_argument("--source", default=str(SHARED_SAMPLE),
+    parser.add_argument("--source", default=str(REAL_SAMPLE),
                         help="directory of real per-class *.ndjson files")
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--baseline_only", action="store_true")

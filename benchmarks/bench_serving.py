@@ -28,9 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = [Path(os.environ.get("QUICKDRAW_SHARED_SAMPLE",
-                   REPO.parent / "shared" / "data" / "quickdraw_simplified_sample")),
-           REPO / "data" / "sample"]
+SAMPLES = [REPO / "data" / "real_sample", REPO / "data" / "sample"]
 
 
 def drawings(limit: int = 2000) -> list[bytes]:

@@ -42,7 +42,7 @@ from trainer.predict import drawing_points
 from trainer.train import make_optimizer, make_train_step
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"
+REAL_SAMPLE = REPO / "data" / "real_sample"
 BATCH = 64
 
 
@@ -157,7 +157,7 @@ def latency(export_dir: str, lines: list[str], n: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sample", default=str(SHARED_SAMPLE))
+    p.add_argument("--sample", default=str(REAL_SAMPLE))
     p.add_argument("--steps", type=int, default=60, help="timed steps per contender")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps before timing")
     p.add_argument("--latency_requests", type=int, default=200)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ndjson_format import Drawing, check_line  # noqa: E402
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickdraw_simplified_sample"
+REAL_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "real_sample"
 
 
 def load_lines(source: Path) -> tuple[list[bytes], list[bytes]]:
@@ -53,7 +53,7 @@ def baseline(path: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=SHARED_SAMPLE)
+    parser.add_argument("--source", type=Path, default=REAL_SAMPLE)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--baseline", help="a Python file defining parse_drawing(line)")
     args = parser.parse_args()

@@ -7,23 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from sample_paths import BUNDLED_SAMPLE, SHARED_SAMPLE
+from sample_paths import BUNDLED_SAMPLE, REAL_SAMPLE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="session")
-def shared_sample() -> Path:
-    """The 8,600 real drawings (344 classes x 25) that sit beside the repo."""
-    if not SHARED_SAMPLE.is_dir():
-        pytest.skip("real sample not found at %s" % SHARED_SAMPLE)
-    return SHARED_SAMPLE
+def real_sample() -> Path:
+    """The 8,600 real drawings (344 classes x 25) in data/real_sample."""
+    return REAL_SAMPLE
+
+
+shared_sample = real_sample
 
 
 @pytest.fixture(scope="session")
-def real_lines(shared_sample) -> list[str]:
+def real_lines(real_sample) -> list[str]:
     lines = []
-    for path in sorted(glob.glob(str(shared_sample / "*.ndjson"))):
+    for path in sorted(glob.glob(str(real_sample / "*.ndjson"))):
         with open(path, encoding="utf-8") as f:
             lines += f.read().splitlines()
     return lines
@@ -35,10 +36,10 @@ def bundled_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
-def serving_dataset(shared_sample, tmp_path_factory) -> Path:
+def serving_dataset(real_sample, tmp_path_factory) -> Path:
     """A pipeline dataset (tf.Transform output, eval and test splits) of 4 real classes."""
     from serving_helpers import pipeline_dataset
-    return pipeline_dataset(shared_sample, tmp_path_factory.mktemp("serving") / "dataset")
+    return pipeline_dataset(real_sample, tmp_path_factory.mktemp("serving") / "dataset")
 
 
 @pytest.fixture(scope="session")

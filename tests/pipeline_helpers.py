@@ -30,8 +30,8 @@ CAPS = ["--max_points=1000", "--max_bytes=60000"]
 CLASSLESS = {"invalid_json", "not_an_object", "missing_word", "too_many_bytes"}
 
 
-def real_files(shared_sample: Path, n: int) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(str(shared_sample / "*.ndjson")))[:n]
+def real_files(real_sample: Path, n: int) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(real_sample / "*.ndjson")))[:n]
 
 
 def to_raw_format(line: str) -> str:
@@ -42,11 +42,11 @@ def to_raw_format(line: str) -> str:
     return json.dumps(d)
 
 
-def make_mixed_input(shared_sample: Path, folder: Path, classes: int = 12) -> Path:
+def make_mixed_input(real_sample: Path, folder: Path, classes: int = 12) -> Path:
     """Real per-class files, one gzipped, one in the raw format, one with a
     BOM and Windows line endings, and one file of bad lines."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = real_files(shared_sample, classes)
+    files = real_files(real_sample, classes)
     for f in files[3:]:
         shutil.copy(f, folder / f.name)
     with open(files[0], "rb") as src, gzip.open(folder / (files[0].name + ".gz"), "wb") as dst:
@@ -55,7 +55,7 @@ def make_mixed_input(shared_sample: Path, folder: Path, classes: int = 12) -> Pa
     (folder / files[1].name).write_text("\n".join(raw) + "\n", encoding="utf-8")
     windows = files[2].read_text(encoding="utf-8").splitlines()
     (folder / files[2].name).write_bytes(("\ufeff" + "\r\n".join(windows) + "\r\n").encode("utf-8"))
-    good_crab = (shared_sample / "crab.ndjson").read_text(encoding="utf-8").splitlines()[0]
+    good_crab = (real_sample / "crab.ndjson").read_text(encoding="utf-8").splitlines()[0]
     bad = [line for line, _ in BAD_LINES] + [good_crab, "   "]
     (folder / "broken.ndjson").write_text("\n".join(bad) + "\n", encoding="utf-8")
     return folder

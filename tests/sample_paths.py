@@ -1,10 +1,8 @@
-"""Where the test data lies: the sample bundled in the repo and the real drawings beside it."""
-import os
+"""Where the test data lies: the demo's sample and the larger real sample, both in the repo."""
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_SAMPLE = REPO / "data" / "sample"
-# 8,600 real drawings (344 classes x 25), outside the repo; tests that need them skip without.
-# QUICKDRAW_SHARED_SAMPLE points elsewhere (a git worktree's parent is not the checkout's).
-SHARED_SAMPLE = Path(os.environ.get("QUICKDRAW_SHARED_SAMPLE",
-                                    REPO.parent / "shared" / "data" / "quickdraw_simplified_sample"))
+# 8,600 real drawings (344 classes x 25); data/real_sample/README.md has their source and licence.
+REAL_SAMPLE = REPO / "data" / "real_sample"
+SHARED_SAMPLE = REAL_SAMPLE

@@ -83,11 +83,11 @@ def _build(sample: Path, folder: Path) -> tuple[dict, dict, dict]:
 
 
 @pytest.mark.slow
-def test_damaged_and_odd_files_through_the_command(tmp_path, shared_sample):
+def test_damaged_and_odd_files_through_the_command(tmp_path, real_sample):
     import tensorflow as tf
 
     folder = tmp_path / "in"
-    good, bad, damaged = _build(shared_sample, folder)
+    good, bad, damaged = _build(real_sample, folder)
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.run", "--input=%s,%s" % (folder, folder / "x.ndjson"), "--output=%s" % out,
@@ -114,7 +114,7 @@ def test_damaged_and_odd_files_through_the_command(tmp_path, shared_sample):
     # only drawings of lines before the damage.
     moon_kept = {k for k in written if good[k] == "moon"}
     assert {k for k, w in good.items() if w in ("cat", "cup")} <= set(written)
-    assert len(moon_kept) >= len(_lines(shared_sample, "moon")) - 10
+    assert len(moon_kept) >= len(_lines(real_sample, "moon")) - 10
     ladder = sum(1 for k in written if good[k] == "ladder")
     assert stats["classes"].get("ladder", {"read": 0})["read"] == ladder
 

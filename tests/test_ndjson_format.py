@@ -59,14 +59,14 @@ def test_ink_is_bit_identical_to_parse_line_on_every_real_drawing(real_lines):
         assert got.tobytes() == expected.tobytes(), line[:80]
 
 
-def test_real_lines_keep_their_metadata_and_pass_their_own_file(real_lines, shared_sample):
+def test_real_lines_keep_their_metadata_and_pass_their_own_file(real_lines, real_sample):
     for line in real_lines[::97]:
         record = json.loads(line)
         d = check_line(line.encode("utf-8"), expected_word=record["word"])
         assert (d.word, d.key_id, d.countrycode, d.recognized, d.timestamp) == (
             record["word"], record["key_id"], record["countrycode"], record["recognized"],
             record["timestamp"])
-    for path in shared_sample.glob("*.ndjson"):
+    for path in real_sample.glob("*.ndjson"):
         assert file_class(str(path)) == path.name[:-len(".ndjson")]
 
 

@@ -29,9 +29,9 @@ def digests(output: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory, shared_sample):
+def mixed(tmp_path_factory, real_sample):
     root = tmp_path_factory.mktemp("mixed")
-    input_dir = make_mixed_input(shared_sample, root / "input")
+    input_dir = make_mixed_input(real_sample, root / "input")
     output = root / "out"
     from apache_beam.runners.portability.prism_runner import PrismRunner
 
@@ -98,16 +98,16 @@ def test_rejects_name_file_line_reason_and_text(mixed):
     assert by_reason["blank_line"]["line"] == len(BAD_LINES) + 2
 
 
-def test_splits_are_disjoint_and_ink_matches_parse_line(mixed, shared_sample):
+def test_splits_are_disjoint_and_ink_matches_parse_line(mixed, real_sample):
     import tensorflow as tf
     input_dir, output, _, _ = mixed
     names = (output / schema.CLASSES_FILE).read_text().splitlines()
     assert names == sorted(names) and len(names) == 13
     originals = {}
-    for path in glob.glob(str(shared_sample / "*.ndjson")):
+    for path in glob.glob(str(real_sample / "*.ndjson")):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             originals[json.loads(line)["key_id"]] = line
-    raw_class = real_files(shared_sample, 12)[1].stem
+    raw_class = real_files(real_sample, 12)[1].stem
     seen = {}
     for split in (schema.TRAIN, schema.EVAL, schema.TEST):
         records = read_split(tf, output, split)
@@ -146,10 +146,10 @@ def test_reruns_are_byte_identical_whatever_the_parallelism(mixed, tmp_path):
     assert digests(other_seed) != digests(output)
 
 
-def test_options_classes_recognized_only_and_tutorial_aliases(tmp_path, shared_sample):
+def test_options_classes_recognized_only_and_tutorial_aliases(tmp_path, real_sample):
     out = tmp_path / "out"
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
-    stats = run_lib.run(["--ndjson_path=%s" % shared_sample, "--output_path=%s" % out,
+    stats = run_lib.run(["--ndjson_path=%s" % real_sample, "--output_path=%s" % out,
                          "--classes=%s" % (tmp_path / "classes.txt"), "--recognized_only",
                          "--train_observations_per_class=100", "--eval_observations_per_class=0",
                          "--output_shards=2", "--skip_transform"])
@@ -159,7 +159,7 @@ def test_options_classes_recognized_only_and_tutorial_aliases(tmp_path, shared_s
     assert (out / schema.CLASSES_FILE).read_text() == "cat\ndog\n"
     assert not list(out.glob("eval.tfrecord-*"))
     # A re-run with fewer shards leaves no stale shard behind.
-    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % out, "--classes=cat,dog",
+    run_lib.run(["--input=%s" % real_sample, "--output=%s" % out, "--classes=cat,dog",
                  "--train_observations_per_class=5", "--eval_observations_per_class=0",
                  "--output_shards=1", "--skip_transform"])
     assert sorted(p.name for p in out.glob("training.tfrecord-*")) == ["training.tfrecord-00000-of-00001"]
@@ -180,13 +180,13 @@ def test_clear_errors_for_bad_options(tmp_path):
 
 
 @pytest.mark.slow
-def test_transform_graph_gives_parse_line_ink_and_length_stats(tmp_path, shared_sample, real_lines):
+def test_transform_graph_gives_parse_line_ink_and_length_stats(tmp_path, real_sample, real_lines):
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from ndjson_format import check_line
     out = tmp_path / "out"
-    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % out, "--classes=cat,dog,fish,tree",
+    run_lib.run(["--input=%s" % real_sample, "--output=%s" % out, "--classes=cat,dog,fish,tree",
                  "--train_observations_per_class=20", "--eval_observations_per_class=5"])
     stats = json.loads((out / schema.LENGTH_STATS_FILE).read_text())
     lengths = [len(parse_line(l)[0]) for l in real_lines
@@ -229,17 +229,17 @@ def test_portable_runner_path_used_by_flink(tmp_path, bundled_sample):
     assert len(list(out.glob("training.tfrecord-*"))) == 2
 
 
-def test_raster_option_stores_the_notebook_image(tmp_path, shared_sample):
+def test_raster_option_stores_the_notebook_image(tmp_path, real_sample):
     import tensorflow as tf
 
     from pipeline.raster import rasterize
     out = tmp_path / "out"
-    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % out, "--classes=cat,house", "--raster",
+    run_lib.run(["--input=%s" % real_sample, "--output=%s" % out, "--classes=cat,house", "--raster",
                  "--train_observations_per_class=4", "--eval_observations_per_class=0",
                  "--output_shards=1", "--skip_transform"])
     originals = {}
     for word in ("cat", "house"):
-        for line in (shared_sample / (word + ".ndjson")).read_text().splitlines():
+        for line in (real_sample / (word + ".ndjson")).read_text().splitlines():
             d = json.loads(line)
             originals[int(d["key_id"])] = d["drawing"]
     spec = dict(schema.feature_spec(tf, with_metadata=True))
@@ -255,17 +255,17 @@ def test_raster_option_stores_the_notebook_image(tmp_path, shared_sample):
     assert n == 8
 
 
-def test_growing_input_never_moves_an_eval_drawing_into_train(tmp_path, shared_sample):
+def test_growing_input_never_moves_an_eval_drawing_into_train(tmp_path, real_sample):
     import tensorflow as tf
     small = tmp_path / "small"
     small.mkdir()
     for word in ("cat", "dog", "fish"):
-        lines = (shared_sample / (word + ".ndjson")).read_text().splitlines()
+        lines = (real_sample / (word + ".ndjson")).read_text().splitlines()
         (small / (word + ".ndjson")).write_text("\n".join(lines[:12]) + "\n")
     flags = ["--train_observations_per_class=6", "--eval_observations_per_class=4",
              "--output_shards=1", "--skip_transform"]
     run_lib.run(["--input=%s" % small, "--output=%s" % (tmp_path / "v1"), *flags])
-    run_lib.run(["--input=%s" % shared_sample, "--output=%s" % (tmp_path / "v2"),
+    run_lib.run(["--input=%s" % real_sample, "--output=%s" % (tmp_path / "v2"),
                  "--classes=cat,dog,fish", *flags])
     keys = {(v, s): {int(r[schema.KEY_ID][0]) for r in read_split(tf, tmp_path / v, s)}
             for v in ("v1", "v2") for s in (schema.TRAIN, schema.EVAL)}

@@ -28,12 +28,12 @@ TOO_LONG = record(pad="x" * 400_000)
 
 
 @pytest.mark.slow
-def test_real_drawings_mixed_with_every_hostile_line(tmp_path, shared_sample):
+def test_real_drawings_mixed_with_every_hostile_line(tmp_path, real_sample):
     import tensorflow as tf
 
     src = tmp_path / "in"
     src.mkdir()
-    real = real_files(shared_sample, 3) + [shared_sample / "cat.ndjson"]
+    real = real_files(real_sample, 3) + [real_sample / "cat.ndjson"]
     good: dict[str, str] = {}  # key_id -> line
     for path in real:
         text = path.read_text(encoding="utf-8")
@@ -71,7 +71,7 @@ def test_real_drawings_mixed_with_every_hostile_line(tmp_path, shared_sample):
                for l in p.read_text(encoding="utf-8").splitlines()]
     got = {(Path(r["file"]).name, r["line"]): r["reason"] for r in rejects}
     expected = {("hostile.ndjson", i + 1): reason for i, (_, reason) in enumerate(hostile)}
-    cat_lines = len((shared_sample / "cat.ndjson").read_text().splitlines())
+    cat_lines = len((real_sample / "cat.ndjson").read_text().splitlines())
     expected.update({("cat.ndjson", cat_lines + i + 1): reason
                      for i, (_, reason) in enumerate(CAT_EXTRA) if reason})
     assert got == expected and len(rejects) == len(expected)

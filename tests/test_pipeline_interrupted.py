@@ -35,9 +35,9 @@ def _pipeline(args: list[str], kill_at: str | None = None) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def inputs(shared_sample, tmp_path_factory) -> Path:
+def inputs(real_sample, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("in")
-    for f in real_files(shared_sample, 6):
+    for f in real_files(real_sample, 6):
         shutil.copy(f, folder / f.name)
     return folder
 

@@ -27,8 +27,8 @@ FLAGS = ["--train_observations_per_class=15", "--eval_observations_per_class=5",
          "--test_observations_per_class=3", "--output_shards=2", "--skip_transform"]
 
 
-def lines_of(shared_sample: Path, word: str) -> list[bytes]:
-    return (shared_sample / (word + ".ndjson")).read_bytes().splitlines()
+def lines_of(real_sample: Path, word: str) -> list[bytes]:
+    return (real_sample / (word + ".ndjson")).read_bytes().splitlines()
 
 
 def digests(output: Path) -> dict:
@@ -43,9 +43,9 @@ def key_ids(output: Path) -> list[int]:
 
 # --- Composite transforms -----------------------------------------------------
 
-def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, shared_sample):
+def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, real_sample):
     path = tmp_path / "cat.ndjson"
-    path.write_bytes(b"\n".join(lines_of(shared_sample, "cat")[:6] + [b"not json"]) + b"\n")
+    path.write_bytes(b"\n".join(lines_of(real_sample, "cat")[:6] + [b"not json"]) + b"\n")
     units = sources.plan_units([str(path)], [path.stat().st_size])
     work = tmp_path / "work"
     with BeamTestPipeline() as p:
@@ -98,12 +98,12 @@ def test_plan_task_cuts_a_class_back_as_its_sections_come_in(tmp_path):
 
 
 @pytest.mark.slow
-def test_encode_spills_and_write_shards_merge_sorted_sections(tmp_path, shared_sample):
+def test_encode_spills_and_write_shards_merge_sorted_sections(tmp_path, real_sample):
     quota = split_lib.Quota(3, 2, 0)
     files = []
     for word in ("cat", "dog"):
         files.append(str(tmp_path / (word + ".ndjson")))
-        Path(files[-1]).write_bytes(b"\n".join(lines_of(shared_sample, word)) + b"\n")
+        Path(files[-1]).write_bytes(b"\n".join(lines_of(real_sample, word)) + b"\n")
     units = sources.plan_units(files, [Path(f).stat().st_size for f in files], target=4000)
     assert len(units) > 2
     work, out = str(tmp_path / "work"), tmp_path / "out"
@@ -129,12 +129,12 @@ def test_encode_spills_and_write_shards_merge_sorted_sections(tmp_path, shared_s
 
 # --- Duplicates ---------------------------------------------------------------
 
-def test_duplicates_in_one_file_in_two_files_and_at_the_split_boundary(tmp_path, shared_sample):
+def test_duplicates_in_one_file_in_two_files_and_at_the_split_boundary(tmp_path, real_sample):
     folder = tmp_path / "in"
     folder.mkdir()
-    cat = lines_of(shared_sample, "cat")
+    cat = lines_of(real_sample, "cat")
     (folder / "cat.ndjson").write_bytes(b"\n".join(cat + cat) + b"\n")  # every drawing twice
-    dog = lines_of(shared_sample, "dog")
+    dog = lines_of(real_sample, "dog")
     (folder / "dog.ndjson").write_bytes(b"\n".join(dog) + b"\n")
     (folder / "dog.ndjson.gz").write_bytes(gzip.compress(b"\n".join(dog[:10]) + b"\n"))
     out = tmp_path / "out"
@@ -154,15 +154,15 @@ def test_duplicates_in_one_file_in_two_files_and_at_the_split_boundary(tmp_path,
 
 # --- Damaged files ------------------------------------------------------------
 
-def test_damaged_files_are_reported_by_name_and_the_run_goes_on(tmp_path, shared_sample, capsys):
+def test_damaged_files_are_reported_by_name_and_the_run_goes_on(tmp_path, real_sample, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     for word in ("cat", "dog"):
-        (folder / (word + ".ndjson")).write_bytes(b"\n".join(lines_of(shared_sample, word)) + b"\n")
-    many = b"\n".join(lines_of(shared_sample, "fish") * 40) + b"\n"
+        (folder / (word + ".ndjson")).write_bytes(b"\n".join(lines_of(real_sample, word)) + b"\n")
+    many = b"\n".join(lines_of(real_sample, "fish") * 40) + b"\n"
     cut = gzip.compress(many)
     (folder / "fish.ndjson.gz").write_bytes(cut[: len(cut) // 2])
-    bad = bytearray(gzip.compress(b"\n".join(lines_of(shared_sample, "tree") * 40) + b"\n"))
+    bad = bytearray(gzip.compress(b"\n".join(lines_of(real_sample, "tree") * 40) + b"\n"))
     bad[len(bad) // 2: len(bad) // 2 + 64] = bytes(64)
     (folder / "tree.ndjson.gz").write_bytes(bytes(bad))
     (folder / "x.ndjson").mkdir()
@@ -181,12 +181,12 @@ def test_damaged_files_are_reported_by_name_and_the_run_goes_on(tmp_path, shared
 
 # --- Output depends on the drawings alone --------------------------------------
 
-def _reshuffled_input(shared_sample: Path, folder: Path, words) -> None:
+def _reshuffled_input(real_sample: Path, folder: Path, words) -> None:
     """The same drawings, lines in another order, spread over a plain and a gzip file."""
     folder.mkdir()
     rng = random.Random(5)
     for word in words:
-        lines = lines_of(shared_sample, word)
+        lines = lines_of(real_sample, word)
         rng.shuffle(lines)
         (folder / (word + ".ndjson")).write_bytes(b"\n".join(lines[:11]) + b"\n")
         (folder / (word + ".ndjson.gz")).write_bytes(gzip.compress(b"\n".join(lines[11:]) + b"\n"))
@@ -196,13 +196,13 @@ WORDS = ("cat", "dog", "fish", "tree", "house", "crab")
 
 
 @pytest.mark.slow
-def test_output_is_the_same_whatever_the_files_and_ranges(tmp_path, shared_sample, monkeypatch):
+def test_output_is_the_same_whatever_the_files_and_ranges(tmp_path, real_sample, monkeypatch):
     one = tmp_path / "one"
     one.mkdir()
     for word in WORDS:
-        (one / (word + ".ndjson")).write_bytes(b"\n".join(lines_of(shared_sample, word)) + b"\n")
+        (one / (word + ".ndjson")).write_bytes(b"\n".join(lines_of(real_sample, word)) + b"\n")
     run_lib.run(["--input=%s" % one, "--output=%s" % (tmp_path / "a"), *FLAGS])
-    _reshuffled_input(shared_sample, tmp_path / "two", WORDS)
+    _reshuffled_input(real_sample, tmp_path / "two", WORDS)
     monkeypatch.setattr(sources, "MIN_UNIT_BYTES", 3000)
     monkeypatch.setattr(sources, "UNITS_PER_JOB", 1000)
     run_lib.run(["--input=%s" % (tmp_path / "two"), "--output=%s" % (tmp_path / "b"), *FLAGS])
@@ -211,8 +211,8 @@ def test_output_is_the_same_whatever_the_files_and_ranges(tmp_path, shared_sampl
 
 
 @pytest.mark.slow
-def test_output_is_the_same_with_two_worker_processes_and_byte_ranges(tmp_path, shared_sample, monkeypatch):
-    _reshuffled_input(shared_sample, tmp_path / "in", WORDS)
+def test_output_is_the_same_with_two_worker_processes_and_byte_ranges(tmp_path, real_sample, monkeypatch):
+    _reshuffled_input(real_sample, tmp_path / "in", WORDS)
     run_lib.run(["--input=%s" % (tmp_path / "in"), "--output=%s" % (tmp_path / "a"), *FLAGS])
     monkeypatch.setattr(sources, "MIN_UNIT_BYTES", 3000)
     monkeypatch.setattr(sources, "UNITS_PER_JOB", 1000)
@@ -221,10 +221,10 @@ def test_output_is_the_same_with_two_worker_processes_and_byte_ranges(tmp_path, 
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
 
 
-def test_rejects_from_byte_ranges_have_the_file_line_number(tmp_path, shared_sample, monkeypatch):
+def test_rejects_from_byte_ranges_have_the_file_line_number(tmp_path, real_sample, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
-    cat = lines_of(shared_sample, "cat") * 8
+    cat = lines_of(real_sample, "cat") * 8
     cat[49] = b'{"word": "cat", "drawing": "strokes"}'
     cat[149] = b"not json"
     (folder / "cat.ndjson").write_bytes(b"\n".join(cat) + b"\n")

@@ -18,7 +18,7 @@ from pipeline.render import (Candidate, ink_to_strokes, is_ndjson, main, pick,
                              read_ndjson, read_tfrecords)
 
 from sample_paths import BUNDLED_SAMPLE as SAMPLE
-from sample_paths import REPO, SHARED_SAMPLE
+from sample_paths import REPO, REAL_SAMPLE
 
 
 def sample_lines(limit_per_class: int = 25) -> list[str]:
@@ -52,10 +52,9 @@ def test_renders_the_bundled_sample(tmp_path, capsys):
     assert "12 drawings picked from 500 in 20 file(s)" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="shared data not beside the repo")
-def test_renders_the_shared_sample_with_a_glob(tmp_path):
+def test_renders_the_real_sample_with_a_glob(tmp_path):
     out = tmp_path / "shared.png"
-    assert main(["--input", str(SHARED_SAMPLE / "*.ndjson"), "--output", str(out),
+    assert main(["--input", str(REAL_SAMPLE / "*.ndjson"), "--output", str(out),
                  "--rows", "2", "--cols", "5", "--cell", "64",
                  "--recognized_only"]) == 0
     assert_mosaic(out, 2, 5, 64)

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.parse import parse_line
 from trainer.preprocess import normalize_strokes
-from trainer_helpers import BUNDLED_SAMPLE, SHARED_SAMPLE
+from trainer_helpers import REAL_SAMPLE
 
 
 def raw_batch(records: list[dict]):
@@ -26,8 +26,7 @@ def raw_batch(records: list[dict]):
 
 
 def all_lines() -> list[str]:
-    sample = SHARED_SAMPLE if SHARED_SAMPLE.is_dir() else BUNDLED_SAMPLE
-    return [line for f in sorted(sample.glob("*.ndjson")) for line in f.read_text().splitlines()]
+    return [line for f in sorted(REAL_SAMPLE.glob("*.ndjson")) for line in f.read_text().splitlines()]
 
 
 def assert_matches_parse_line(lines: list[str], batch_size: int = 500) -> int:
@@ -49,8 +48,7 @@ def assert_matches_parse_line(lines: list[str], batch_size: int = 500) -> int:
 def test_normalisation_equals_parse_line_on_every_real_drawing():
     lines = all_lines()
     assert assert_matches_parse_line(lines) == len(lines)
-    if SHARED_SAMPLE.is_dir():
-        assert len(lines) == 8600
+    assert len(lines) == 8600
 
 
 def test_float_coordinates_and_flat_strokes():

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tfrecord_schema as schema
 from pipeline.parse import parse_line
 
-from sample_paths import BUNDLED_SAMPLE, REPO, SHARED_SAMPLE
+from sample_paths import BUNDLED_SAMPLE, REPO, REAL_SAMPLE
 
 # Tiny model for tests of the mechanics: seconds per hundred steps on a CPU.
 TINY_MODEL = ["--num_layers=1", "--num_nodes=16", "--num_conv=8,8", "--conv_len=3,3"]
