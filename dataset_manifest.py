@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 
+import command_line
 import tfrecord_schema as schema
 from tfrecord_schema import MANIFEST_FILE
 
@@ -34,7 +35,7 @@ _PIPELINE_MARKERS = (schema.STATS_FILE, schema.LENGTH_STATS_FILE, schema.TRANSFO
                      schema.REJECTS_PREFIX + "-*", ".tmp-transform/*", LOCK_FILE)
 
 
-class ManifestError(Exception):
+class ManifestError(command_line.UserError):
     """A folder that is not a complete dataset; ``str()`` is one line naming it."""
 
     def __init__(self, folder: str, problem: str):

@@ -28,8 +28,8 @@ start (training from its last checkpoint), and no step writes into a
 promoted version. ``current`` is only ever written by a successful
 promotion, so a failed or killed run leaves it untouched.
 
-Exit status: 0 done (or promoted, now or before), 1 a step failed, 3 the
-candidate was refused by the gate.
+Exit status: 0 done (or promoted, now or before), 1 a step failed, 2 a bad
+flag (one line), 3 the candidate was refused by the gate.
 """
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ import socket
 import sys
 from typing import Any, Callable
 
+import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from deploy import registry as reg
 from deploy.registry import Registry, RegistryError
+from pipeline import console
 
 STEPS = ("pipeline", "train", "evaluate", "promote")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3
@@ -75,8 +77,8 @@ class Refused(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="quickdraw-retrain",
+    parser = command_line.Parser(
+        "quickdraw-retrain", "deploy.retrain",
         description="Retrain the sketch classifier into a versioned registry "
                     "and promote it only if it passes the gate.")
     parser.add_argument("--registry", required=True,
@@ -666,7 +668,15 @@ def read_run_or_none(registry: Registry, version: str) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command: 0 promoted (or nothing to do), 3 refused by the gate, 1 a
+    step failed, 2 a bad flag. The pipeline's console shows the steps' logs
+    without the libraries' noise."""
+    console.configure_logging()
+    return command_line.run_command(lambda: _retrain_command(build_parser().parse_args(argv)),
+                                    console.NATIVE_NOISE)
+
+
+def _retrain_command(args: argparse.Namespace) -> int:
     try:
         version, result = retrain(args)
     except (RetrainError, RegistryError) as e:

@@ -5,6 +5,8 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import command_line
+
 DESCRIPTION = """\
 Reads Quick, Draw! ndjson drawings and writes sharded TFRecords in the RNN
 tutorial's layout: training/eval/test shards, the classes file, stats.json,
@@ -61,17 +63,6 @@ class QuickDrawOptions(PipelineOptions):
                                  "no ink_length_stats.json).")
 
 
-class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
-    """Adds each option's default, except where there is none to show."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        shown = action.default is not None and action.default is not False
-        if shown and action.default is not argparse.SUPPRESS and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 class HelpParser(argparse.ArgumentParser):
     """The pipeline's own options, for --help and for the manifest's record."""
 
@@ -80,8 +71,9 @@ class HelpParser(argparse.ArgumentParser):
 
 
 def help_parser() -> HelpParser:
-    parser = HelpParser(prog="python -m pipeline.run", description=DESCRIPTION, epilog=EPILOG,
-                        formatter_class=_DefaultsFormatter)
+    parser = HelpParser(prog=command_line.prog("quickdraw-pipeline", "pipeline.run"),
+                        description=DESCRIPTION, epilog=EPILOG,
+                        formatter_class=command_line.DefaultsFormatter)
     QuickDrawOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     parser.add_argument("--help_beam", action="store_true", help="List Beam's own options and exit.")
     return parser

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+import command_line
 import tfrecord_schema as schema
+from native_logs import NATIVE_NOISE
 from ndjson_format import Limits, Reject, check_line, file_class
-from pipeline import console
 
 Stroke = tuple[np.ndarray, np.ndarray]
 
@@ -43,7 +44,7 @@ DAMAGED_FILE = "damaged_file"  # a file read up to a cut or corruption, or unrea
 MAX_PIXELS = 1 << 27  # the largest mosaic: 128 MB of grayscale, about 11,585 pixels square
 
 
-class RenderError(Exception):
+class RenderError(command_line.UserError):
     """Input that leaves nothing to draw; reported in one line, exit code 2."""
 
 
@@ -370,8 +371,8 @@ def _positive(minimum: int):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="quickdraw-render", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser("quickdraw-render", "pipeline.render",
+                                 description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True,
                         help="ndjson or TFRecord file, glob or directory")
     parser.add_argument("--output", default="mosaic.png", help="PNG to write")
@@ -397,15 +398,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        with console.NativeStderrFilter():  # TensorFlow's start-up lines, when it reads TFRecords
-            result = render(args.input, args.output, args.rows, args.cols,
-                            args.cell, args.seed, args.classes, args.recognized_only,
-                            Limits(max_points=args.max_points, max_bytes=args.max_bytes))
-    except RenderError as e:
-        print("quickdraw-render: error: %s" % e, file=sys.stderr)
-        return 2
+    """The command: 0 done, 2 a user error (one line on stderr). TensorFlow's
+    start-up lines, when it reads TFRecords, are left out of stderr."""
+    return command_line.run_command(lambda: _render(parse_args(argv)), NATIVE_NOISE)
+
+
+def _render(args: argparse.Namespace) -> int:
+    result = render(args.input, args.output, args.rows, args.cols,
+                    args.cell, args.seed, args.classes, args.recognized_only,
+                    Limits(max_points=args.max_points, max_bytes=args.max_bytes))
     skipped = "; skipped " + _format_rejects(collections.Counter(result["rejects"])) \
         if result["rejects"] else ""
     print("wrote %s: %d drawings picked from %d in %d file(s)%s"

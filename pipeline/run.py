@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.runners.runner import PipelineState, create_runner
 
+import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from ndjson_format import file_class
@@ -47,7 +48,7 @@ WORK_DIR = ".tmp-work"  # the workers' spill and run files, removed at the end
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample")
 
 
-class PipelineError(Exception):
+class PipelineError(command_line.UserError):
     """A problem with the options or inputs, reported as one line."""
 
 
@@ -171,7 +172,7 @@ def check_argv(argv: list[str]) -> list[str]:
         raise SystemExit(0)
     parser = beam_parser()
     if "--help_beam" in argv:
-        parser.prog = "python -m pipeline.run"
+        parser.prog = command_line.prog("quickdraw-pipeline", "pipeline.run")
         print(parser.format_help())
         raise SystemExit(0)
     _, unknown = parser.parse_known_args(argv)
@@ -179,9 +180,7 @@ def check_argv(argv: list[str]) -> list[str]:
     if flags:
         name = flags[0].split("=", 1)[0]
         known = [o for action in parser._actions for o in action.option_strings]  # pylint: disable=protected-access
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        raise PipelineError("unknown option %s%s (see --help)" % (
-            name, "; did you mean %s?" % close[0] if close else ""))
+        raise PipelineError(command_line.unknown_option(name, known))
     if unknown:
         raise PipelineError("unexpected argument %r: options are --name=value (see --help)" % unknown[0])
     return argv
@@ -377,12 +376,11 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """The command: 0 done, 2 a user error (one line on stderr); other errors raise."""
     console.configure_logging()
-    with console.NativeStderrFilter():
-        try:
-            run(argv if argv is not None else sys.argv[1:])
-        except (PipelineError, dataset_manifest.ManifestError) as e:
-            print("error: %s" % e, file=sys.stderr)
-            return 2
+    return command_line.run_command(lambda: _run_command(argv), console.NATIVE_NOISE)
+
+
+def _run_command(argv: list[str] | None) -> int:
+    run(argv if argv is not None else sys.argv[1:])
     return 0
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 import tfrecord_schema as schema
-from native_logs import NO_GPU_NOISE, NativeStderrFilter
+import command_line
 from pipeline.render import read_tfrecords
 
 HELD_OUT = (schema.EVAL, schema.TEST)
 
 
-class ExamplesError(Exception):
+class ExamplesError(command_line.UserError):
     """The examples' location holds no readable held-out drawings."""
 
 
@@ -69,24 +69,20 @@ def load_examples(location: str, per_class: int = 50) -> dict[str, list[list]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Prints held-out drawings of a class as ndjson; exit status 2 when there are none."""
-    p = argparse.ArgumentParser(prog="python -m serving.examples",
-                                description=__doc__.split("\n")[0])
+    p = command_line.Parser("quickdraw-examples", "serving.examples",
+                            description=__doc__.split("\n")[0])
     p.add_argument("--examples", required=True,
                    help="dataset folder (its eval and test splits) or a TFRecord pattern")
     p.add_argument("--class", dest="word", required=True)
     p.add_argument("--count", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        with NativeStderrFilter(NO_GPU_NOISE):  # TensorFlow reads the TFRecords
-            drawings = load_examples(args.examples).get(args.word, [])
-    except ExamplesError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    return command_line.run_command(lambda: _print_examples(p.parse_args(argv)))
+
+
+def _print_examples(args: argparse.Namespace) -> int:
+    drawings = load_examples(args.examples).get(args.word, [])  # TensorFlow reads the TFRecords
     if not drawings:
-        print("error: no held-out drawing of %r in %s" % (args.word, args.examples),
-              file=sys.stderr)
-        return 2
+        raise ExamplesError("no held-out drawing of %r in %s" % (args.word, args.examples))
     for drawing in random.Random(args.seed).sample(drawings, min(args.count, len(drawings))):
         print(json.dumps({"word": args.word, "drawing": drawing}))
     return 0

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import os
+import socket
 import sys
 
 import ndjson_format
-from native_logs import NO_GPU_NOISE, NativeStderrFilter
+import command_line
 from serving.app import Settings, create_app
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
-    p = argparse.ArgumentParser(prog="quickdraw-serve", description=__doc__.split("\n")[0])
+    p = command_line.Parser("quickdraw-serve", "serving.server", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="export directory (a SavedModel)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     p.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default")
@@ -60,12 +60,26 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     max_queue=args.max_queue)
 
 
+def check_port(host: str, port: int) -> None:
+    """Binds and releases ``host:port`` as the server will, so that a port in
+    use or a host that is not this machine's is a one-line error before the
+    model loads (and before the line that says where it serves)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, OverflowError) as e:
+        raise ValueError("--host=%s --port=%s: %s" % (host, port, e)) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise ValueError("cannot listen on %s:%d: %s" % (host, port, e.strerror or e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the server until interrupted; exit status 2 for bad options or model."""
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with NativeStderrFilter(NO_GPU_NOISE):  # TensorFlow's lines that only say there is no GPU
-        return _serve(args)
+    return command_line.run_command(lambda: _serve(build_parser().parse_args(argv)))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -76,11 +90,11 @@ def _serve(args: argparse.Namespace) -> int:
     from trainer.errors import TrainerError
     try:
         settings = settings_from(args)
+        check_port(args.host, args.port)
         model = ServedModel(args.model)
         examples = load_examples(args.examples) if args.examples else None
     except (ValueError, TrainerError, ExamplesError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+        return command_line.report(e)
     print("Serving %s (%d classes, version %s, preprocessing %s) at http://%s:%d/ "
           "(model name %r)" % (args.model, len(model.classes), model.version,
                                model.preprocessing, args.host, args.port, settings.model_name),

@@ -47,7 +47,7 @@ def test_nothing_to_draw_but_a_damaged_file_is_a_warning_and_one_error_line(inpu
                  "--classes", "zebra"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "moon.ndjson.gz is damaged" in err[0], err
-    assert err[1].startswith("quickdraw-render: error: no drawing of class zebra") and "1 damaged_file" in err[1]
+    assert err[1].startswith("error: no drawing of class zebra") and "1 damaged_file" in err[1]
 
 
 def test_output_that_is_a_folder_or_unwritable_is_one_line(inputs, tmp_path, capsys):

@@ -12,8 +12,7 @@ import os
 import tensorflow as tf
 
 from trainer.errors import TrainerError
-
-DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+from trainer.names import DISTRIBUTIONS
 
 
 def cluster_size() -> int:

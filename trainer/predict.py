@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from native_logs import NO_GPU_NOISE, NativeStderrFilter
+import command_line
 from ndjson_format import REASONS, Limits, Reject, check_strokes, load_line
 from trainer.errors import TrainerError
 
@@ -137,8 +137,8 @@ def predict_lines(predictor: Predictor, lines: Iterable[bytes | str], top_k: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer.predict",
-                                description=__doc__.split("\n")[0])
+    p = command_line.Parser("quickdraw-predict", "trainer.predict",
+                            description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="export directory (a SavedModel)")
     p.add_argument("--input", default="-", help="ndjson file, or - for stdin")
     p.add_argument("--top_k", type=int, default=3)
@@ -153,11 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command; returns the exit status (2 for bad input). TensorFlow's
-    lines that only say there is no GPU are left out of stderr."""
-    args = build_parser().parse_args(argv)
-    with NativeStderrFilter(NO_GPU_NOISE):
-        return _predict(args)
+    """Runs the command; returns the exit status (2 for bad input, as one line).
+    TensorFlow's native INFO lines are left out of stderr."""
+    return command_line.run_command(lambda: _predict(build_parser().parse_args(argv)))
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -172,9 +170,6 @@ def _predict(args: argparse.Namespace) -> int:
                                        args.target, args.threshold,
                                        limits=Limits(max_points=args.max_points,
                                                      max_bytes=args.max_bytes))
-    except TrainerError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader stopped early (``| head``): end quietly, as Unix tools do,
         # with stdout pointed at /dev/null so the exit flush cannot fail again.

@@ -7,10 +7,12 @@ can be called repeatedly in one process (scheduled retraining does).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from native_logs import NO_GPU_NOISE, NativeStderrFilter
+import command_line
 from trainer.errors import TrainerError
+from trainer.names import CELL_TYPES, DISTRIBUTIONS, MODEL_FAMILIES
 
 
 def int_list(text: str) -> list[int]:
@@ -33,12 +35,7 @@ def boolean(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every flag of the trainer, with the tutorial's defaults."""
-    # TensorFlow loads here, not when the module is imported: ``run`` filters
-    # its start-up lines first.
-    from trainer.distribution import DISTRIBUTIONS
-    from trainer.model import CELL_TYPES
-
-    p = argparse.ArgumentParser(prog="python -m trainer.task", description=__doc__.split("\n")[0])
+    p = command_line.Parser("quickdraw-train", "trainer.task", description=__doc__.split("\n")[0])
     io = p.add_argument_group("data and outputs")
     io.add_argument("--training_data", required=True,
                     help="file pattern of the training TFRecords (any TF filesystem, e.g. gs://)")
@@ -129,23 +126,26 @@ def main(argv: list[str] | None = None) -> dict:
     Raises ``TrainerError`` for bad input; run as a command, that becomes one
     line on stderr and exit code 2.
     """
-    from trainer.train import train_and_evaluate
-
     args = build_parser().parse_args(argv)
     validate(args)
+    for name in ("model_dir", "export_dir"):
+        path = getattr(args, name)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise TrainerError("--%s=%s is a file, not a folder" % (name, path))
     return train_and_evaluate(args)
 
 
 def run() -> None:
-    """Console-script entry point; TensorFlow's lines that only say there is
-    no GPU are left out of stderr."""
-    with NativeStderrFilter(NO_GPU_NOISE):
-        try:
-            main()
-        except TrainerError as e:
-            print("error: %s" % e, file=sys.stderr)
-            sys.exit(2)
+    """Console-script entry point: TensorFlow's native INFO lines left out of
+    stderr, a user error as one line and exit status 2."""
+    sys.exit(command_line.run_command(_train))
+
+
+def _train() -> int:
+    main()
+    return 0
 
 
 if __name__ == "__main__":
     run()
+    from trainer.train import train_and_evaluate  # TensorFlow loads here, once the flags are good
