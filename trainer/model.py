@@ -12,8 +12,10 @@ masking, and with no mask Keras runs its LSTMs on the cuDNN kernel on a GPU.
 
 Dropout follows the tutorial (training only): before every conv layer but
 the first, and between the bidirectional LSTM layers, as its ``CudnnLSTM``
-path applies it. (Its ``BasicLSTMCell`` path wraps the cells in a
-``DropoutWrapper`` left at keep probability 1.0, which drops nothing.)
+path applies it. (Its ``lstm`` path, in ``train_model.py`` of tensorflow/models
+at commit 16b3d8d, wraps every cell in a ``DropoutWrapper`` with
+``output_keep_prob=1 - dropout``, which also drops after the last layer and
+at evaluation: not followed.)
 """
 from __future__ import annotations
 
