@@ -20,6 +20,11 @@ $PY -m pipeline.render --input="$OUT/dataset/training.tfrecord-*" --output="$OUT
   --rows=5 --cols=8
 
 echo "== 3/4 train: $STEPS steps -> $OUT/model, export in $OUT/model/export"
+if [ -e "$OUT/model" ]; then
+  # The trainer resumes from a model_dir's checkpoints: the demo starts afresh instead.
+  echo "(removing $OUT/model, an earlier demo's model, to train afresh)"
+  rm -rf "$OUT/model"
+fi
 $PY -m trainer.task \
   --training_data="$OUT/dataset/training.tfrecord-?????-of-?????" \
   --eval_data="$OUT/dataset/eval.tfrecord-?????-of-?????" \
