@@ -86,7 +86,9 @@ def test_export_agrees_with_trained_model_on_eval_set(run):
     for i, ink in enumerate(inks):
         padded[i, :len(ink)] = ink
     lengths = np.array([len(i) for i in inks], np.int32)
-    want = tf.nn.softmax(model({schema.INK: padded, LENGTHS: lengths})).numpy()
+    # The export serves calibrated probabilities: the logits over the fitted temperature.
+    temperature = run["metrics"]["temperature"]
+    want = tf.nn.softmax(model({schema.INK: padded, LENGTHS: lengths}) / temperature).numpy()
     got = Predictor(export_dir).probabilities([drawing_points(json.loads(line)) for line in lines])
     np.testing.assert_allclose(got, want, atol=1e-5)
     loaded, classes = load_export(export_dir)

@@ -15,7 +15,9 @@ import tensorflow as tf
 
 import dataset_manifest
 import tfrecord_schema as schema
+from trainer.augment import AugmentConfig, augment_ink
 from trainer.errors import TrainerError
+from trainer.raster import RASTER, render
 
 # Used when the pipeline's ink_length_stats.json is absent: roughly the
 # quantiles of simplified Quick, Draw! drawings' lengths.
@@ -180,7 +182,9 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
                  seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None,
                  dropped: tf.Variable | None = None,
-                 batch_tokens: int | None = None) -> tf.data.Dataset:
+                 batch_tokens: int | None = None,
+                 augment: AugmentConfig | None = None,
+                 raster_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``({"ink": [B, T, 3], "lengths": [B]}, labels [B])``.
 
     Training data repeats forever, shuffled; eval data is read once in order.
@@ -189,7 +193,10 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
     bucket's batches by a budget of points (``bucket_batch_sizes``).
     ``input_context`` shards the input between the workers of a distribution
     strategy. Zero-length drawings are left out and counted in ``dropped``
-    (an int64 variable) when given.
+    (an int64 variable) when given. ``augment`` changes training drawings
+    (never eval ones), each with its own stateless seed from ``seed`` and its
+    position in the stream. ``raster_size`` adds each drawing rendered as an
+    image (``RASTER``) to the batch, for the raster CNN.
     """
     if batch_tokens and not boundaries:
         raise TrainerError("a budget of points per batch needs length bucketing")
@@ -215,6 +222,17 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
                                    num_parallel_calls=tf.data.AUTOTUNE,
                                    deterministic=not training).unbatch()
     ds = ds.map(_dense_ink).filter(lambda features, label: features[LENGTHS] > 0)
+    if training and augment is not None:
+        base = tf.constant(0 if seed is None else seed, tf.int64)
+
+        def changed(index, example):
+            features, label = example
+            ink, length = augment_ink(features[schema.INK], features[LENGTHS],
+                                      tf.stack([base, index]), augment)
+            return {schema.INK: ink, LENGTHS: length}, label
+
+        ds = ds.enumerate().map(changed, num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=False)
     padded_shapes = ({schema.INK: [None, schema.INK_CHANNELS], LENGTHS: []}, [])
     if boundaries:
         ds = ds.bucket_by_sequence_length(
@@ -224,6 +242,13 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
             padded_shapes=padded_shapes, drop_remainder=training)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes, drop_remainder=training)
+    if raster_size:
+        def with_raster(features, label):
+            image = render(features[schema.INK], features[LENGTHS], raster_size)
+            return dict(features, **{RASTER: image}), label
+
+        ds = ds.map(with_raster, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=not training)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -5,7 +5,6 @@ scores its checkpoints, so two exports can be compared on the same data.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import uuid
@@ -13,21 +12,30 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw
 
 import tfrecord_schema as schema
 from trainer import data
+from trainer.calibration import CalibrationStats
+from trainer.charts import confusion_chart, png_bytes, reliability_diagram
 from trainer.errors import TrainerError
 from trainer.metrics import classification_metrics, confusion_matrix
 
 REPORT_FILE = "eval_report.json"
 CONFUSION_FILE = "confusion_matrix.png"
+RELIABILITY_FILE = "reliability_diagram.png"
 
 
 def run_eval(logits_fn: Callable[[dict], tf.Tensor], dataset: tf.data.Dataset,
-             classes: list[str], max_batches: int | None = None) -> tuple[dict, np.ndarray]:
-    """Metrics and confusion matrix of ``logits_fn`` over (a prefix of) ``dataset``."""
+             classes: list[str], max_batches: int | None = None,
+             temperature: float | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics and confusion matrix of ``logits_fn`` over (a prefix of) ``dataset``.
+
+    ``logits_fn`` gives raw logits. With no ``temperature`` one is fitted on
+    these examples (``trainer.calibration``); with one, the calibration
+    figures are those of the probabilities ``softmax(logits / temperature)``.
+    """
     labels, ranked, losses = [], [], []
+    stats = CalibrationStats() if temperature is None else CalibrationStats.at(temperature)
     k = min(3, len(classes))
     try:
         for n, (features, batch_labels) in enumerate(dataset):
@@ -38,20 +46,27 @@ def run_eval(logits_fn: Callable[[dict], tf.Tensor], dataset: tf.data.Dataset,
                 batch_labels, logits).numpy())
             ranked.append(tf.math.top_k(logits, k=k).indices.numpy())
             labels.append(batch_labels.numpy())
+            stats.update(logits.numpy(), labels[-1])
     except data.DATA_ERRORS as e:
         raise TrainerError("bad eval data: %s" % data.data_error(e.message)) from e
     if not labels:
         raise TrainerError("empty dataset: the eval data has no examples")
     labels_np, ranked_np = np.concatenate(labels), np.concatenate(ranked)
     metrics = classification_metrics(labels_np, ranked_np, np.concatenate(losses), classes)
+    metrics.update(stats.result(fit=temperature is None))
     return metrics, confusion_matrix(labels_np, ranked_np[:, 0], len(classes))
 
 
 def write_report(report: dict, matrix: np.ndarray, classes: list[str], model_dir: str) -> None:
-    """``eval_report.json`` and ``confusion_matrix.png`` in ``model_dir``."""
+    """``eval_report.json``, ``confusion_matrix.png`` and (when the report has
+    calibration figures) ``reliability_diagram.png`` in ``model_dir``."""
     tf.io.gfile.makedirs(model_dir)
     write_json(os.path.join(model_dir, REPORT_FILE), report)
-    save_confusion_png(matrix, classes, os.path.join(model_dir, CONFUSION_FILE))
+    write_atomically(os.path.join(model_dir, CONFUSION_FILE),
+                     png_bytes(confusion_chart(matrix, classes)))
+    if "reliability" in report:
+        write_atomically(os.path.join(model_dir, RELIABILITY_FILE), png_bytes(
+            reliability_diagram(report["reliability"], report["temperature"])))
 
 
 def write_json(path: str, value: dict) -> None:
@@ -69,35 +84,10 @@ def write_atomically(path: str, data: bytes) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def save_confusion_png(matrix: np.ndarray, classes: list[str], path: str) -> None:
-    """Row-normalised heat map (true class down, predicted across); names when few."""
-    n = len(classes)
-    cell = max(2, min(24, 800 // n))
-    margin = 110 if n <= 40 else 4
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    pixels = (255 - share * 255).astype(np.uint8)
-    heat = Image.fromarray(pixels, mode="L").resize((n * cell, n * cell), Image.NEAREST)
-    image = Image.new("RGB", (margin + n * cell + 4, margin + n * cell + 4), "white")
-    image.paste(heat.convert("RGB"), (margin, margin))
-    if margin > 4:
-        draw = ImageDraw.Draw(image)
-        draw.text((2, 2), "rows: true class", fill="black")
-        draw.text((2, 16), "columns: predicted", fill="black")
-        for i, name in enumerate(classes):
-            draw.text((2, margin + i * cell + cell // 2 - 5), name[:16], fill="black")
-            label = Image.new("RGB", (margin - 4, 12), "white")
-            ImageDraw.Draw(label).text((0, 0), name[:16], fill="black")
-            image.paste(label.rotate(90, expand=True), (margin + i * cell + cell // 2 - 6, 2))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    write_atomically(path, buffer.getvalue())
-
-
 def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
                          batch_size: int = 64) -> dict:
     """The eval report's metrics for an exported model on ``eval_data``."""
-    from trainer.export import INK_SIGNATURE, load_export
+    from trainer.export import INK_SIGNATURE, export_temperature, load_export
 
     loaded, export_classes = load_export(export_dir)
     classes = data.read_classes(classes_file)
@@ -114,6 +104,6 @@ def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,
         return signature(ink=features[schema.INK],
                          lengths=tf.cast(features[data.LENGTHS], tf.int32))["logits"]
 
-    metrics, _ = run_eval(logits_fn, dataset, classes)
+    metrics, _ = run_eval(logits_fn, dataset, classes, temperature=export_temperature(loaded))
     metrics["global_step"] = int(loaded.global_step.numpy())
     return metrics

@@ -11,7 +11,10 @@ Two signatures share the weights:
 - ``predict_ink`` takes ink as stored in the TFRecords, for evaluating an
   export on a fixed eval set.
 Both return ``classes``/``scores`` (top k), ``probabilities`` over all
-classes and ``logits``.
+classes and ``logits``. The probabilities (and so the scores) are
+calibrated: ``softmax(logits / temperature)``, with the temperature fitted
+on the eval split after training (``trainer.calibration``) and stored in the
+export; ``logits`` are the model's own.
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ import json
 import os
 import uuid
 
+import keras
 import tensorflow as tf
 
 import tfrecord_schema as schema
 from trainer.data import LENGTHS
 from trainer.errors import TrainerError
-from trainer.model import ModelConfig, SketchClassifier, build_model
+from trainer.model import ModelConfig, build_model
 from trainer.preprocess import normalize_strokes
 
 RAW_SIGNATURE = "serving_default"
@@ -59,10 +63,12 @@ def transform_layer(transform_output: str, classes: list[str]):
 class SketchServer(tf.Module):
     """What the SavedModel holds: the classifier, the class names, the signatures."""
 
-    def __init__(self, model: SketchClassifier, classes: list[str], global_step: int,
-                 top_k: int = 3, transform_output: str | None = None):
+    def __init__(self, model: keras.Model, classes: list[str], global_step: int,
+                 top_k: int = 3, transform_output: str | None = None,
+                 temperature: float = 1.0):
         super().__init__()
         self.model = model
+        self.temperature = tf.Variable(temperature, trainable=False, dtype=tf.float32)
         self.model_weights = list(model.weights)
         self.class_names = tf.Variable(classes, trainable=False, dtype=tf.string)
         self.global_step = tf.Variable(global_step, trainable=False, dtype=tf.int64)
@@ -93,7 +99,7 @@ class SketchServer(tf.Module):
         missing = tf.maximum(1 - tf.shape(ink)[1], 0)  # a batch of one-point drawings
         ink = tf.pad(ink, [[0, 0], [0, missing], [0, 0]])
         logits = self.model({schema.INK: ink, LENGTHS: lengths}, training=False)
-        probabilities = tf.nn.softmax(logits)
+        probabilities = tf.nn.softmax(logits / self.temperature)
         top = tf.math.top_k(probabilities, k=self.top_k)
         return {
             "classes": tf.gather(self.class_names, top.indices),
@@ -121,17 +127,20 @@ class SketchServer(tf.Module):
         return self._outputs(ink, lengths)
 
 
-def export_model(model: SketchClassifier, classes: list[str], export_dir: str,
-                 global_step: int, top_k: int = 3, transform_output: str | None = None) -> str:
+def export_model(model: keras.Model, classes: list[str], export_dir: str,
+                 global_step: int, top_k: int = 3, transform_output: str | None = None,
+                 temperature: float = 1.0) -> str:
     """Writes the SavedModel (and its model config as an asset) to ``export_dir``.
 
     With ``transform_output`` (the pipeline's tf.Transform output) the raw
     signature preprocesses with that graph, else with ``trainer.preprocess``.
+    The probabilities it serves are ``softmax(logits / temperature)``.
     """
     serving_model = build_model(ModelConfig.from_dict(
         dict(model.config.to_dict(), mixed_precision=False)))
     serving_model.set_weights(model.get_weights())
-    server = SketchServer(serving_model, classes, global_step, top_k, transform_output)
+    server = SketchServer(serving_model, classes, global_step, top_k, transform_output,
+                          temperature)
     export_dir = export_dir.rstrip("/")
     staging = sibling(export_dir, "tmp")
     try:
@@ -203,6 +212,11 @@ def load_export(export_dir: str):
     loaded = tf.saved_model.load(export_dir)
     classes = [c.decode("utf-8") for c in loaded.class_names.numpy()]
     return loaded, classes
+
+
+def export_temperature(loaded) -> float:
+    """The temperature a loaded export divides its logits by (1 for older exports)."""
+    return float(loaded.temperature.numpy()) if hasattr(loaded, "temperature") else 1.0
 
 
 def export_config(export_dir: str) -> ModelConfig:

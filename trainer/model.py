@@ -25,12 +25,9 @@ import keras
 import tensorflow as tf
 
 import tfrecord_schema as schema
+from trainer import raster
 from trainer.data import LENGTHS
-
-# block_lstm was the tutorial's fused LSTMBlockCell: the same LSTM equations in
-# one kernel. Keras' LSTM is that fused kernel on a GPU (cuDNN) and on a CPU, so
-# block_lstm runs exactly as lstm does.
-CELL_TYPES = ("lstm", "block_lstm", "cudnn_lstm")
+from trainer.names import CELL_TYPES, MODEL_FAMILIES
 
 
 @dataclasses.dataclass
@@ -45,6 +42,10 @@ class ModelConfig:
     batch_norm: bool = False
     dropout: float = 0.3
     mixed_precision: bool = False
+    model: str = "rnn"
+    raster_size: int = 32
+    cnn_filters: tuple[int, ...] = (32, 64, 128)
+    cnn_dense: int = 256
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -53,7 +54,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in fields}
-        for key in ("num_conv", "conv_len"):
+        for key in ("num_conv", "conv_len", "cnn_filters"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -150,8 +151,65 @@ class SketchClassifier(keras.Model):
         return self.logits(summed)
 
 
-def build_model(config: ModelConfig) -> SketchClassifier:
+class RasterClassifier(keras.Model):
+    """The same inputs -> logits, through the drawing rendered as an image.
+
+    Takes the image from ``inputs["raster"]`` when the input pipeline has
+    rendered it (training and eval batches), else renders the ink itself
+    (the export, which is served raw strokes); both render with
+    ``trainer.raster.render``. Per stage: a 3x3 convolution with ReLU and
+    2x2 max pooling; then dropout, a dense ReLU layer, dropout and the
+    logits. Position matters in a sketch (a wheel below, not beside), so the
+    last feature map is flattened rather than averaged. There is no batch
+    norm: in short runs at a high learning rate its moving statistics lag
+    the weights and inference breaks; without it a drawing's logits are also
+    the same alone or in any batch.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        policy = "mixed_float16" if config.mixed_precision else "float32"
+        self.convs = [keras.layers.Conv2D(f, 3, padding="same", activation="relu", dtype=policy,
+                                          name="conv2d_%d" % i)
+                      for i, f in enumerate(config.cnn_filters)]
+        self.pool = keras.layers.MaxPooling2D(2, dtype=policy, name="pool")
+        self.flatten = keras.layers.Flatten(dtype=policy, name="flatten")
+        self.dropout = keras.layers.Dropout(config.dropout, name="dropout")
+        self.dense = keras.layers.Dense(config.cnn_dense, activation="relu", dtype=policy,
+                                        name="dense")
+        self.logits = keras.layers.Dense(config.num_classes, dtype="float32", name="logits")
+        for layer in self.convs:
+            setattr(self, layer.name, layer)
+
+    def build(self, input_shape=None):
+        size = self.config.raster_size
+        shape = (None, size, size, raster.CHANNELS)
+        for conv in self.convs:
+            conv.build(shape)
+            shape = (None, shape[1] // 2, shape[2] // 2, conv.filters)
+        self.dense.build((None, shape[1] * shape[2] * shape[3]))
+        self.logits.build((None, self.config.cnn_dense))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        image = inputs.get(raster.RASTER)
+        if image is None:
+            image = raster.render(inputs[schema.INK], inputs[LENGTHS], self.config.raster_size)
+        x = tf.cast(image, self.compute_dtype)
+        for conv in self.convs:
+            x = self.pool(conv(x))
+        x = self.dropout(self.flatten(x), training=training)
+        x = self.dropout(self.dense(x), training=training)
+        return self.logits(x)
+
+
+def build_model(config: ModelConfig) -> keras.Model:
     """A built model (variables created), ready to restore a checkpoint into."""
-    model = SketchClassifier(config, dtype="mixed_float16" if config.mixed_precision else None)
+    if config.model not in MODEL_FAMILIES:
+        raise ValueError("unknown model %r (choose from %s)"
+                         % (config.model, ", ".join(MODEL_FAMILIES)))
+    family = RasterClassifier if config.model == "cnn" else SketchClassifier
+    model = family(config, dtype="mixed_float16" if config.mixed_precision else None)
     model.build()
     return model

@@ -37,3 +37,26 @@ def normalize_strokes(x: tf.Tensor, y: tf.Tensor, stroke_end: tf.Tensor,
     ink_valid = tf.sequence_mask(ink_lengths, tf.shape(ink)[1])[..., tf.newaxis]
     ink = tf.where(ink_valid, ink, tf.zeros_like(ink))
     return ink, ink_lengths
+
+
+def ink_to_points(ink: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Padded ink ``[batch, T, 3]`` -> points ``[batch, T + 1, 2]`` in the unit square.
+
+    The inverse of ``normalize_strokes`` up to float rounding: the deltas are
+    summed from the dropped first point, and the drawing is moved back into
+    the unit square (its box already has unit extent, or zero). Returns the
+    points, their end-of-stroke flags (the first point's flag is lost in the
+    ink; it is taken as 0) and the number of points (``lengths + 1``; padding
+    positions hold the last point repeated and a flag of 0).
+    """
+    ink = tf.cast(ink, tf.float32)
+    lengths = tf.cast(lengths, tf.int32)
+    valid = tf.sequence_mask(lengths, tf.shape(ink)[1])
+    deltas = tf.where(valid[..., tf.newaxis], ink[..., :2], 0.0)
+    points = tf.concat([tf.zeros_like(deltas[:, :1]), tf.cumsum(deltas, axis=1)], axis=1)
+    point_count = lengths + 1
+    in_drawing = tf.sequence_mask(point_count, tf.shape(points)[1])[..., tf.newaxis]
+    lower = tf.reduce_min(tf.where(in_drawing, points, tf.float32.max), axis=1, keepdims=True)
+    ends = tf.where(valid, ink[..., 2], 0.0)
+    ends = tf.concat([tf.zeros_like(ends[:, :1]), ends], axis=1)
+    return points - lower, ends, point_count

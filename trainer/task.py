@@ -67,7 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batch normalisation before each conv layer")
     model.add_argument("--dropout", type=float, default=0.3,
                        help="dropout rate (training only) before every conv layer but the "
-                            "first and between the bidirectional LSTM layers")
+                            "first and between the bidirectional LSTM layers; for the cnn, "
+                            "before and after its dense layer")
+    model.add_argument("--model", choices=MODEL_FAMILIES, default="rnn",
+                       help="rnn: the tutorial's conv1d + BiLSTM over the ink; cnn: a small "
+                            "CNN over the drawing rendered as an image")
+    model.add_argument("--raster_size", type=int, default=32,
+                       help="cnn: side of the rendered image in pixels")
+    model.add_argument("--cnn_filters", type=int_list, default=[32, 64, 128],
+                       help="cnn: filters of each 3x3 conv stage (each halves the image)")
+    model.add_argument("--cnn_dense", type=int, default=256, help="cnn: units of the dense layer")
     train = p.add_argument_group("training")
     train.add_argument("--steps", type=int, default=100000, help="total training steps")
     train.add_argument("--batch_size", type=int, default=8, help="global batch size")
@@ -80,6 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="size each length bucket's batches by this many points (padding "
                             "included; global, split between replicas), at most --batch_size "
                             "drawings; bounds the memory of batches of long drawings")
+    train.add_argument("--label_smoothing", type=float, default=0.0,
+                       help="put this much of the target's weight evenly on all classes")
+    train.add_argument("--augment", type=boolean, nargs="?", const=True, default=False,
+                       help="change training drawings at random (the --augment_* flags)")
+    train.add_argument("--augment_scale", type=float, default=0.2,
+                       help="scale each axis by a factor in [1 - s, 1 + s]")
+    train.add_argument("--augment_shear", type=float, default=0.2,
+                       help="shear by a factor in [-s, s]")
+    train.add_argument("--augment_rotation", type=float, default=15.0,
+                       help="rotate by up to this many degrees either way")
+    train.add_argument("--augment_jitter", type=float, default=0.01,
+                       help="move each point by noise of this standard deviation "
+                            "(the drawing's box is 1)")
+    train.add_argument("--augment_drop_points", type=float, default=0.1,
+                       help="drop each point inside a stroke with this probability")
+    train.add_argument("--augment_drop_strokes", type=float, default=0.1,
+                       help="drop each stroke with this probability (one always stays)")
+    train.add_argument("--steps_per_execution", type=int, default=10,
+                       help="training steps per compiled call; the host reads the loss and "
+                            "the step once per call")
     train.add_argument("--mixed_precision", choices=("auto", "true", "false"), default="auto",
                        help="float16 compute with float32 weights (auto: on GPU)")
     train.add_argument("--distribution", choices=DISTRIBUTIONS, default="auto",
@@ -94,12 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="eval batches per evaluation (default: the whole eval set)")
     loop.add_argument("--log_every_steps", type=int, default=100)
     loop.add_argument("--top_k", type=int, default=3, help="classes the export returns")
+    loop.add_argument("--calibrate", type=boolean, nargs="?", const=True, default=True,
+                      help="fit a temperature on the eval split after training; the export "
+                           "serves softmax(logits / temperature)")
     return p
 
 
 def validate(args: argparse.Namespace) -> None:
+    for name in ("model_dir", "export_dir"):
+        path = getattr(args, name)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise TrainerError("--%s=%s is a file, not a folder" % (name, path))
     for name in ("steps", "batch_size", "num_layers", "num_nodes", "checkpoint_every_steps",
-                 "log_every_steps", "top_k", "keep_checkpoints"):
+                 "log_every_steps", "top_k", "keep_checkpoints", "steps_per_execution",
+                 "cnn_dense"):
         if getattr(args, name) <= 0:
             raise TrainerError("--%s must be positive" % name)
     if args.batch_tokens is not None:
@@ -110,6 +147,16 @@ def validate(args: argparse.Namespace) -> None:
                                "used with --no_bucketing")
     if not 0.0 <= args.dropout < 1.0:
         raise TrainerError("--dropout must be in [0, 1)")
+    for name in ("label_smoothing", "augment_drop_points", "augment_drop_strokes",
+                 "augment_scale"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise TrainerError("--%s must be in [0, 1)" % name)
+    for name in ("augment_shear", "augment_rotation", "augment_jitter"):
+        if getattr(args, name) < 0:
+            raise TrainerError("--%s must be positive, or 0 for none" % name)
+    if args.raster_size < 2 ** len(args.cnn_filters):
+        raise TrainerError("--raster_size must be at least 2 ** (number of --cnn_filters) = %d"
+                           % 2 ** len(args.cnn_filters))
     if args.learning_rate <= 0:
         raise TrainerError("--learning_rate must be positive")
     if args.gradient_clipping_norm < 0:
@@ -128,10 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     """
     args = build_parser().parse_args(argv)
     validate(args)
-    for name in ("model_dir", "export_dir"):
-        path = getattr(args, name)
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise TrainerError("--%s=%s is a file, not a folder" % (name, path))
+    from trainer.train import train_and_evaluate  # TensorFlow loads here, once the flags are good
     return train_and_evaluate(args)
 
 
@@ -148,4 +192,3 @@ def _train() -> int:
 
 if __name__ == "__main__":
     run()
-    from trainer.train import train_and_evaluate  # TensorFlow loads here, once the flags are good

@@ -4,9 +4,11 @@ A custom loop rather than ``fit`` so that a preempted worker restarted with
 the same command resumes exactly: the step count is the optimizer's
 iteration counter (the number of updates applied), saved in every checkpoint
 with the weights and the Adam moments, and the loop simply runs until that
-counter reaches ``--steps``. Every step's loss and gradient norm are checked
-on the host, so a non-finite value stops the run before any checkpoint or
-export holds it.
+counter reaches ``--steps``. Steps run ``--steps_per_execution`` at a time
+in one compiled call (Keras' idea), so the host does not wait for every step;
+a call ends at the next log, checkpoint or eval step, and stops early at a
+non-finite loss or gradient norm, which the host then reports before any
+checkpoint or export holds it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import data, summaries
+from trainer.augment import AugmentConfig
 from trainer.distribution import make_strategy, task_identity
 from trainer.errors import TrainerError
 from trainer.evaluate import run_eval, write_json, write_report
@@ -47,12 +50,24 @@ def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
                        num_nodes=args.num_nodes, num_conv=tuple(args.num_conv),
                        conv_len=tuple(args.conv_len), cell_type=args.cell_type,
                        batch_norm=args.batch_norm, dropout=args.dropout,
-                       mixed_precision=mixed)
+                       mixed_precision=mixed, model=args.model, raster_size=args.raster_size,
+                       cnn_filters=tuple(args.cnn_filters), cnn_dense=args.cnn_dense)
+
+
+def augment_config(args: argparse.Namespace) -> AugmentConfig | None:
+    """The training drawings' augmentation, or None with ``--augment=false``."""
+    if not args.augment:
+        return None
+    return AugmentConfig(scale=args.augment_scale, shear=args.augment_shear,
+                         rotation=args.augment_rotation, jitter=args.augment_jitter,
+                         drop_points=args.augment_drop_points,
+                         drop_strokes=args.augment_drop_strokes)
 
 
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether weights of one fit the other (cell type and precision do not matter)."""
-    keys = ("num_classes", "num_layers", "num_nodes", "num_conv", "conv_len", "batch_norm")
+    keys = ("num_classes", "num_layers", "num_nodes", "num_conv", "conv_len", "batch_norm",
+            "model", "raster_size", "cnn_filters", "cnn_dense")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -129,6 +144,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         write_json(os.path.join(args.model_dir, CONFIG_FILE), config.to_dict())
 
     global_batch = args.batch_size
+    raster_size = config.raster_size if config.model == "cnn" else None
     with tf.device("/cpu:0"):
         train_dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -138,10 +154,12 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                                  classes, training=True, boundaries=boundaries,
                                  seed=args.seed, input_context=context, dropped=train_dropped,
                                  batch_tokens=args.batch_tokens // replicas
-                                 if args.batch_tokens else None)
+                                 if args.batch_tokens else None,
+                                 augment=augment_config(args), raster_size=raster_size)
 
     dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    train_step = make_train_step(strategy, model, optimizer, args.gradient_clipping_norm)
+    train_steps = make_train_loop(strategy, model, optimizer, args.gradient_clipping_norm,
+                                  args.label_smoothing)
     eval_model = build_model(dict_replace(config, mixed_precision=False))
     eval_logits = tf.function(lambda f: eval_model(f, training=False), reduce_retracing=True)
     train_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "train")) \
@@ -152,8 +170,10 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     def evaluate(step: int) -> tuple[dict, np.ndarray]:
         eval_model.set_weights(model.get_weights())
         dataset = data.make_dataset(eval_files, args.batch_size, classes, training=False,
-                                    boundaries=boundaries, batch_tokens=args.batch_tokens)
-        metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps)
+                                    boundaries=boundaries, batch_tokens=args.batch_tokens,
+                                    raster_size=raster_size)
+        metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps,
+                                   temperature=None if args.calibrate else 1.0)
         metrics["global_step"] = step
         if not np.isfinite(metrics["loss"]):
             raise TrainerError(
@@ -161,32 +181,41 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
                 "first (%s), then lower --learning_rate (now %g)"
                 % (metrics["loss"], step, args.eval_data, args.learning_rate))
         with eval_summaries.as_default():
-            for key in ("loss", "accuracy", "top3_accuracy", "map3"):
+            for key in ("loss", "accuracy", "top3_accuracy", "map3", "ece"):
                 summaries.scalar(key, metrics[key], step)
-        print("eval  step %d: loss %.4f  accuracy %.4f  top3 %.4f  map@3 %.4f  (%d examples)"
+        print("eval  step %d: loss %.4f  accuracy %.4f  top3 %.4f  map@3 %.4f  ECE %.4f "
+              "(temperature %.2f)  (%d examples)"
               % (step, metrics["loss"], metrics["accuracy"], metrics["top3_accuracy"],
-                 metrics["map3"], metrics["num_examples"]), flush=True)
+                 metrics["map3"], metrics["ece"], metrics["temperature"],
+                 metrics["num_examples"]), flush=True)
         return metrics, matrix
 
     step = int(optimizer.iterations.numpy())
     iterator = iter(dist_dataset)
     window_start, window_examples, skipped, window_skipped = time.time(), 0, 0, 0
+    periods = [p for p in (args.log_every_steps, args.checkpoint_every_steps,
+                           args.eval_every_steps) if p]
     try:
         while step < args.steps:
-            loss, norm, examples = (float(v) for v in train_step(next(iterator)))
+            count = min([args.steps_per_execution, args.steps - step]
+                        + [p - step % p for p in periods])
+            result = train_steps(iterator, tf.constant(count, tf.int32))
+            loss, norm, examples = (float(v) for v in result[:3])
+            skipped_all, skipped_last = (int(v) for v in result[3:])
             done = int(optimizer.iterations.numpy())
             if not (np.isfinite(loss) and (np.isfinite(norm) or config.mixed_precision)):
                 raise TrainerError(non_finite_message(
                     "loss" if not np.isfinite(loss) else "gradient norm",
                     loss if not np.isfinite(loss) else norm, done + 1, manager, args))
-            if done == step:  # loss scaling skipped a step whose float16 gradients overflowed
-                skipped += 1
-                window_skipped += 1
-                if skipped > MAX_SKIPPED_STEPS:
-                    raise TrainerError(non_finite_message("gradient norm", norm, done + 1,
-                                                          manager, args))
+            # Loss scaling skips a step whose float16 gradients overflowed.
+            skipped = skipped_last if done > step else skipped + skipped_last
+            window_skipped += skipped_all
+            if skipped > MAX_SKIPPED_STEPS:
+                raise TrainerError(non_finite_message("gradient norm", norm, done + 1,
+                                                      manager, args))
+            if done == step:
                 continue
-            step, skipped = done, 0
+            step = done
             window_examples += examples
             if step % args.log_every_steps == 0 or step == args.steps:
                 rate = window_examples / max(time.time() - window_start, 1e-9)
@@ -223,7 +252,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     write_report(metrics, matrix, classes, args.model_dir)
     export_dir = args.export_dir or os.path.join(args.model_dir, "export")
     export_model(eval_model, classes, export_dir, step, args.top_k,
-                 dataset_transform_output(args.classes_file))
+                 dataset_transform_output(args.classes_file), metrics["temperature"])
     print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
           flush=True)
     return metrics
@@ -312,17 +341,19 @@ def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
     return ModelConfig.from_dict(dict(config.to_dict(), **changes))
 
 
-def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
-                    clip_norm: float | None):
-    """A compiled step: forward, loss averaged over the global batch, Adam update.
+def _replica_step(model, optimizer, clip_norm: float | None, label_smoothing: float = 0.0):
+    """One replica's part of a step: forward, loss averaged over the global batch, update.
 
     The loss is the mean over all the replicas' examples (their number is
     summed across replicas, so batches sized by a budget of points, which
     differ from step to step and from replica to replica, weigh each example
-    equally). The replicas' gradients are summed first and the sum is clipped
-    to ``clip_norm`` by its global norm, so N replicas step exactly as one
-    device does on the same global batch. Returns the loss, the global norm of
-    the summed (unscaled) gradient and the number of examples.
+    equally). With ``label_smoothing`` e the target puts 1 - e on the label
+    and e spread evenly over all classes, which keeps the logits from
+    growing without bound on few training drawings. The replicas' gradients
+    are summed first and the sum is clipped to ``clip_norm`` by its global
+    norm, so N replicas step exactly as one device does on the same global
+    batch. Returns the loss, the global norm of the summed (unscaled)
+    gradient and the number of examples.
     """
     scaling = optimizer is not inner_optimizer(optimizer)
 
@@ -332,7 +363,13 @@ def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
                                       tf.cast(tf.shape(labels)[0], tf.float32))
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            if label_smoothing:
+                log_p = tf.nn.log_softmax(logits)
+                per_example = -((1.0 - label_smoothing) * tf.gather(
+                    log_p, labels, axis=1, batch_dims=1)
+                    + label_smoothing * tf.reduce_mean(log_p, axis=1))
+            else:
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             loss = tf.reduce_sum(per_example) / examples
             scaled = optimizer.scale_loss(loss) if scaling else loss
         grads = tape.gradient(scaled, model.trainable_variables)
@@ -344,11 +381,53 @@ def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, norm, examples
 
-    @tf.function(reduce_retracing=True)
-    def train_step(inputs):
-        loss, norm, examples = strategy.run(step_fn, args=inputs)
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.MEAN, examples, axis=None))
+    return step_fn
 
-    return train_step
+
+def _reduced(strategy: tf.distribute.Strategy, step_fn, inputs):
+    loss, norm, examples = strategy.run(step_fn, args=inputs)
+    return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.MEAN, examples, axis=None))
+
+
+def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
+                    clip_norm: float | None, label_smoothing: float = 0.0):
+    """A compiled single step on one (distributed) batch: ``step(inputs)`` ->
+    (loss, gradient norm, examples); see ``_replica_step``."""
+    step_fn = _replica_step(model, optimizer, clip_norm, label_smoothing)
+    return tf.function(lambda inputs: _reduced(strategy, step_fn, inputs),
+                       reduce_retracing=True)
+
+
+def make_train_loop(strategy: tf.distribute.Strategy, model, optimizer,
+                    clip_norm: float | None, label_smoothing: float = 0.0):
+    """Compiled ``run(iterator, count)``: up to ``count`` steps without returning to the host.
+
+    Stops early after a batch whose loss, or (without loss scaling) whose
+    gradient norm, is not finite. Returns that last batch's loss and norm,
+    the examples of all batches run, the batches that loss scaling skipped
+    and how many of them came after the last applied update. The step count
+    stays the optimizer's, read by the caller after the call.
+    """
+    step_fn = _replica_step(model, optimizer, clip_norm, label_smoothing)
+    scaling = optimizer is not inner_optimizer(optimizer)
+    iterations = inner_optimizer(optimizer).iterations
+
+    @tf.function
+    def run(iterator, count):
+        loss, norm, examples = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+        skipped, skipped_last, batches = tf.constant(0), tf.constant(0), tf.constant(0)
+        finite = tf.constant(True)
+        while batches < count and finite:
+            before = tf.identity(iterations.value)
+            loss, norm, n = _reduced(strategy, step_fn, next(iterator))
+            examples += n
+            batches += 1
+            applied = tf.not_equal(iterations.value, before)
+            skipped += tf.cast(~applied, tf.int32)
+            skipped_last = tf.where(applied, 0, skipped_last + 1)
+            finite = tf.math.is_finite(loss) & (tf.math.is_finite(norm) | scaling)
+        return loss, norm, examples, skipped, skipped_last
+
+    return run
