@@ -370,7 +370,7 @@ def _positive(minimum: int):
     return parse
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> command_line.Parser:
     parser = command_line.Parser("quickdraw-render", "pipeline.render",
                                  description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True,
@@ -390,7 +390,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="skip ndjson drawings with more points (0: no cap)")
     parser.add_argument("--max_bytes", type=_positive(0), default=Limits().max_bytes,
                         help="skip longer ndjson lines (0: no cap)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.classes:
         args.classes = [c.strip() for arg in args.classes
                         for c in arg.split(",") if c.strip()]

@@ -1,0 +1,90 @@
+"""The docs' commands and paths are claims too: every command they show
+uses flags its command knows, and every repository path they name exists."""
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+import command_line
+from sample_paths import REPO
+
+DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+SCRIPTS = {"quickdraw-pipeline": "pipeline.run", "quickdraw-render": "pipeline.render",
+           "quickdraw-train": "trainer.task", "quickdraw-predict": "trainer.predict",
+           "quickdraw-serve": "serving.server", "quickdraw-retrain": "deploy.retrain",
+           "quickdraw-download": "pipeline.download"}
+
+
+def known_options(module: str) -> list[str]:
+    """Every option the command accepts, from its own parser."""
+    if module == "pipeline.run":
+        from pipeline.run import beam_parser
+        parser = beam_parser()
+        return [o for a in parser._actions for o in a.option_strings] + ["--help", "--help_beam"]
+    parser = __import__(module, fromlist=["build_parser"]).build_parser()
+    return [o for a in parser._actions for o in a.option_strings]
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """The commands of the docs' ``sh`` blocks, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                try:
+                    commands.append(shlex.split(line, comments=True))
+                except ValueError:
+                    continue
+    return commands
+
+
+def our_invocations():
+    """(doc, module, flags) for each of this project's commands the docs show."""
+    found = []
+    for doc in DOCS:
+        for words in shell_commands(doc.read_text()):
+            for i, word in enumerate(words):
+                name = word.rsplit("/", 1)[-1]
+                if name in SCRIPTS:
+                    found.append((doc.name, SCRIPTS[name], words[i + 1:]))
+                elif word == "-m" and i + 1 < len(words) and words[i + 1] in SCRIPTS.values():
+                    found.append((doc.name, words[i + 1], words[i + 2:]))
+    # quickdraw-retrain passes flags on to the pipeline and the trainer
+    for doc, module, flags in list(found):
+        for flag in flags if module == "deploy.retrain" else []:
+            name, _, value = flag.partition("=")
+            inner = {"--pipeline_flags": "pipeline.run", "--trainer_flags": "trainer.task"}.get(name)
+            if inner:
+                found.append((doc, inner, shlex.split(value)))
+    return found
+
+
+INVOCATIONS = our_invocations()
+
+
+def test_the_docs_show_the_commands():
+    shown = {module for _, module, _ in INVOCATIONS}
+    assert {"pipeline.run", "trainer.task", "serving.server"} <= shown, shown
+
+
+@pytest.mark.parametrize("doc,module,flags", INVOCATIONS,
+                         ids=["%s:%s" % (d, m) for d, m, _ in INVOCATIONS])
+def test_every_flag_the_docs_show_is_known_to_its_command(doc, module, flags):
+    flags = [f for f in flags if not f.startswith("$")]
+    cut = next((i for i, f in enumerate(flags) if f in ("|", "&&", ";", ">", "2>&1")), len(flags))
+    unknown = command_line.unknown_options(flags[:cut], known_options(module))
+    assert not unknown, "%s shows %s with %s, which it does not know" % (doc, module, unknown)
+
+
+PATH = re.compile(r"`((?:pipeline|trainer|serving|deploy|tests|benchmarks|scripts|docs|data)/"
+                  r"[\w./-]+\.(?:py|md|sh|json|yaml|yml|png|ndjson))`")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_every_repository_path_the_docs_name_exists(doc):
+    missing = sorted({p for p in PATH.findall(doc.read_text()) if "*" not in p
+                      and not (REPO / p).exists()})
+    assert not missing, "%s names files that do not exist: %s" % (doc.name, missing)
