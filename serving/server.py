@@ -7,6 +7,7 @@ import sys
 
 import ndjson_format
 import command_line
+from serving import connection_guard
 from serving.app import Settings, create_app
 
 
@@ -36,15 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long an idle model waits for more drawings to batch")
     p.add_argument("--max_queue", type=int, default=d.max_queue,
                    help="drawings waiting for the model before requests get a 503")
-    p.add_argument("--max_connections", type=int, default=256,
-                   help="concurrent connections before new ones get a 503")
+    connection_guard.add_flags(p)
     p.add_argument("--access_log", action="store_true", help="log every request")
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    for name in ("top_k", "max_body_bytes", "max_instances", "max_batch", "max_queue",
-                 "max_connections"):
+    for name in ("top_k", "max_body_bytes", "max_instances", "max_batch", "max_queue"):
         if getattr(args, name) <= 0:
             raise ValueError("--%s must be positive" % name)
     if args.max_points < 0 or args.max_strokes < 0 or args.batch_wait_ms < 0:
@@ -83,13 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from serving.examples import ExamplesError, load_examples
     from serving.model import ServedModel
     from trainer.errors import TrainerError
     try:
         settings = settings_from(args)
+        limits = connection_guard.limits_from(args)
         check_port(args.host, args.port)
         model = ServedModel(args.model)
         examples = load_examples(args.examples) if args.examples else None
@@ -99,10 +97,20 @@ def _serve(args: argparse.Namespace) -> int:
           "(model name %r)" % (args.model, len(model.classes), model.version,
                                model.preprocessing, args.host, args.port, settings.model_name),
           flush=True)
-    uvicorn.run(create_app(model, settings, examples), host=args.host, port=args.port,
-                limit_concurrency=args.max_connections, access_log=args.access_log,
-                log_level="warning", timeout_graceful_shutdown=5)
+    serve(args, settings, limits, model, examples)
     return 0
+
+
+def serve(args: argparse.Namespace, settings: Settings, limits: connection_guard.ConnectionLimits,
+          model, examples: dict[str, list] | None = None) -> None:
+    """Serves ``model`` on ``--host``:``--port`` until interrupted, on uvicorn's h11
+    parser with the connection guard (``serving.connection_guard``)."""
+    import uvicorn
+    protocol = connection_guard.guarded_protocol(limits)
+    uvicorn.run(create_app(model, settings, examples, protocol.counts), host=args.host,
+                port=args.port, http=protocol, h11_max_incomplete_event_size=limits.max_header_bytes,
+                access_log=args.access_log, log_level="warning", timeout_graceful_shutdown=5)
+
 
 
 if __name__ == "__main__":

@@ -28,9 +28,60 @@ def test_instances_in_both_ndjson_forms():
         np.testing.assert_array_equal(points[:, 0], [0, 10, 10, 0, 0])
 
 
+def test_a_body_is_read_as_the_pipeline_reads_a_line():
+    body = json.dumps({"instances": [SQUARE]}).encode()
+    drawings, _ = parse(b"\xef\xbb\xbf" + body + b"\r\n")  # byte-order mark, CRLF
+    np.testing.assert_array_equal(drawings[0], parse(body)[0][0])
+
+
+def test_signature_rows_are_the_drawings_they_pad():
+    from deploy.serving_request import instances
+    lines = [json.dumps({"word": "cat", "drawing": d}) for d in (SQUARE, SQUARE * 2)]
+    points = [ndjson_format.check_line(line).points for line in lines]
+    rows = instances(points)
+    assert len(rows[0]["x"]) == 10 and rows[0]["lengths"] == 5  # padded to the longest
+    drawings, targets = parse({"instances": rows})
+    assert targets == [None, None]
+    for got, want in zip(drawings, points):
+        np.testing.assert_array_equal(got, want)
+    # stroke_end is kept as given: an open last stroke stays open, as TF Serving feeds it
+    open_end = dict(rows[0], stroke_end=[0, 0, 0, 0, 0] + [0] * 5)
+    np.testing.assert_array_equal(parse({"instances": [open_end]})[0][0][:, 2], [0] * 5)
+
+
+ROW = {"x": [0, 10, 10, 0], "y": [0, 0, 10, 10], "stroke_end": [0, 1, 0, 1], "lengths": 4}
+
+
 @pytest.mark.parametrize("payload, reason", [
     (b"{", "invalid_json"),
-    ([SQUARE], "missing_instances"),
+    (b"", "blank_line"),
+    (b"\xff{}", "invalid_utf8"),
+    ([SQUARE], "not_an_object"),
+    ({"inputs": {}}, "missing_instances"),
+    ({"instances": {"0": SQUARE}}, "bad_instances"),
+    ({"instances": [SQUARE], "signature_name": ["serving_default"]}, "bad_signature"),
+    ({"instances": [SQUARE], "signature_name": "predict_ink"}, "unknown_signature"),
+    ({"instances": [{"drawing": SQUARE, "target": ["cat"]}]}, "bad_target"),
+    ({"instances": [{"drawing": SQUARE, "target": {"word": "cat"}}]}, "bad_target"),
+    (b'{"instances": [[[[NaN, 1], [2, 3]]]]}', "non_finite_coordinate"),
+    (b'{"instances": [[[[-Infinity, 1], [2, 3]]]]}', "non_finite_coordinate"),
+    (b'{"instances": [[[[1e999, 1], [2, 3]]]]}', "non_finite_coordinate"),
+    (b'{"instances": [[[[' + b"9" * 400 + b', 1], [2, 3]]]]}', "non_finite_coordinate"),
+    (b'{"instances": [[[["1", 1], [2, 3]]]]}', "non_numeric_coordinate"),
+    ({"instances": [7]}, "bad_drawing"),
+    ({"instances": [dict(ROW, lengths=True)]}, "bad_instance"),
+    ({"instances": [dict(ROW, lengths=5)]}, "bad_instance"),
+    ({"instances": [dict(ROW, stroke_end=[0, 2, 0, 1])]}, "bad_instance"),
+    ({"instances": [dict(ROW, stroke_end=[0, 1, 0])]}, "bad_instance"),
+    ({"instances": [dict(ROW, x="0 10 10 0")]}, "bad_instance"),
+    ({"instances": [dict(ROW, word="cat")]}, "bad_instance"),
+    ({"instances": [{"x": ROW["x"]}]}, "bad_instance"),
+    ({"instances": [dict(ROW, y=[0, 0, 10])]}, "xy_length_mismatch"),
+    ({"instances": [dict(ROW, x=[0, "10", 10, 0])]}, "non_numeric_coordinate"),
+    ({"instances": [dict(ROW, lengths=1)]}, "single_point"),
+    ({"instances": [dict(ROW, lengths=0)]}, "empty_drawing"),
+    ({"instances": [dict(ROW, x=list(range(11)), y=list(range(11)), stroke_end=[1] * 11,
+                         lengths=11)]}, "too_many_points"),
     ({"instances": [SQUARE] * 3}, "instance_count"),
     ({"instances": [{"drawing": SQUARE, "target": "zebra"}]}, "unknown_target"),
     ({"instances": [{"target": "cat"}]}, "missing_drawing"),
@@ -110,3 +161,36 @@ def test_a_model_failure_is_a_500_and_the_next_request_is_served():
              "target_score": 0.0, "accepted": False}]
         assert client.get("/v1/models/other").status_code == 404
         assert client.post(url, content=b"x" * 2_000_000).json()["reason"] == "too_many_bytes"
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_every_refusal_is_json_with_a_reason():
+    from starlette.testclient import TestClient
+
+    from serving.app import create_app
+
+    class BrokenMetadata(PointCountModel):
+        signature_defs = {"serving_default": object()}  # not JSON: a bug in the server
+
+    with TestClient(create_app(BrokenMetadata(), Settings()), raise_server_exceptions=False) \
+            as client:
+        for method, path, status, reason in [
+                ("GET", "/v1/models/quickdraw:predict", 405, "method_not_allowed"),
+                ("GET", "/v1/models/quickdraw/versions/1:predict", 405, "method_not_allowed"),
+                ("POST", "/healthz", 405, "method_not_allowed"),
+                ("POST", "/v1/models/quickdraw:classify", 404, "not_found"),
+                ("GET", "/v1/models/quickdraw:classify", 404, "not_found"),
+                ("GET", "/nowhere", 404, "not_found"),
+                ("GET", "/static/nowhere.js", 404, "not_found"),
+                ("GET", "/v1/models/other", 404, "unknown_model"),
+                ("GET", "/v1/models/quickdraw/metadata", 500, "internal_error")]:
+            answer = client.request(method, path)
+            assert answer.status_code == status, (method, path, answer.text)
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json()["reason"] == reason and answer.json()["error"]
+            if status == 405:
+                assert set(answer.headers["allow"].split(", ")) == (
+                    {"POST"} if ":predict" in path else {"GET", "HEAD"})
+        assert client.get("/healthz").json()["refused_connections"] == {}
+        answer = client.post("/v1/models/quickdraw:predict", content=b"x" * 2_000_000)
+        assert answer.status_code == 413 and answer.headers["connection"] == "close"

@@ -11,6 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+import ndjson_format
 from serving_helpers import dataset_classes, expected_probabilities
 
 pytestmark = pytest.mark.slow
@@ -119,7 +120,10 @@ def raw_post(server, head: bytes, body: bytes = b"") -> tuple[int, dict]:
             if not chunk:
                 break
             reply += chunk
-        s.shutdown(socket.SHUT_RDWR)
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the server closed it first (an answer that ends the connection)
+            pass
         sender.join()
     headers, text = reply.split(b"\r\n\r\n", 1)
     return int(headers.split(b" ", 2)[1]), json.loads(text)
@@ -140,10 +144,10 @@ BAD_BODIES = [
     (b"not json", 400, "invalid_json"),
     (b'{"instances": [', 400, "invalid_json"),
     (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
-    (b'{"instances": [[[[1e999, 2], [3, 4]]]]}', 400, "invalid_json"),
-    (b'{"instances": [[[[NaN, 2], [3, 4]]]]}', 400, "invalid_json"),
-    (b'{"instances": [[[[' + b"9" * 400 + b', 2], [3, 4]]]]}', 400, "invalid_json"),
-    (b'"instances"', 400, "missing_instances"),
+    (b'{"instances": [[[[1e999, 2], [3, 4]]]]}', 400, "non_finite_coordinate"),
+    (b'{"instances": [[[[NaN, 2], [3, 4]]]]}', 400, "non_finite_coordinate"),
+    (b'{"instances": [[[[' + b"9" * 400 + b', 2], [3, 4]]]]}', 400, "non_finite_coordinate"),
+    (b'"instances"', 400, "not_an_object"),
     (b'{"inputs": {}}', 400, "missing_instances"),
     (b'{"instances": []}', 400, "instance_count"),
     (json.dumps({"instances": [long_drawing(2)] * 65}).encode(), 400, "instance_count"),
@@ -153,6 +157,7 @@ BAD_BODIES = [
     (b'{"instances": [[]]}', 400, "empty_drawing"),
     (b'{"instances": [{"drawing": [[[1, 2], [3, 4]]], "target": "zebra"}]}', 400,
      "unknown_target"),
+    (b'{"instances": [{"drawing": [[[1, 2], [3, 4]]], "target": ["cat"]}]}', 400, "bad_target"),
     (b'{"instances": [[[[1, 2], [3, 4]]]], "signature_name": "predict_ink"}', 400,
      "unknown_signature"),
     (json.dumps({"instances": [long_drawing(20_000)]}).encode(), 400, "too_many_points"),
@@ -172,7 +177,38 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_stays_up(server):
     chunk = b"%x\r\n%s\r\n" % (1 << 20, b"1," * (1 << 19))
     assert raw_post(server, post_head(chunked=True), chunk * 50)[0] == 413
     assert raw_post(server, post_head(99999999999))[0] == 413
-    assert call(server, "/v1/models/quickdraw:predict")[0] in (404, 405)  # GET: no such route
+    status, answer = call(server, "/v1/models/quickdraw:predict")  # GET
+    assert (status, answer["reason"]) == (405, "method_not_allowed")
     assert server.alive()
     assert server.rss_mib() - start < 300, "memory grew by %.0f MiB" % (server.rss_mib() - start)
     assert predict(server, {"instances": [long_drawing(100)]})[0] == 200
+
+
+def test_one_request_body_for_this_server_and_tf_serving(server, serving_export, real_lines):
+    """The body deploy.serving_request writes for TF Serving (its row format of the
+    export's serving_default inputs) gets here the classes and scores that the
+    signature, run as TF Serving runs it, gives; the same drawings as ndjson
+    strokes get the same answer."""
+    import tensorflow as tf
+
+    from deploy import serving_request
+    lines = real_lines[7::301]
+    body = {"instances": serving_request.instances(
+        [ndjson_format.check_line(line).points for line in lines])}
+    status, answer = predict(server, body)
+    assert status == 200, answer
+    signature = tf.saved_model.load(str(serving_export[0])).signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    engine = signature(**{k: tf.constant([row[k] for row in body["instances"]], specs[k].dtype)
+                          for k in specs})
+    assert len(answer["predictions"]) == len(lines) > 20
+    for prediction, classes, scores in zip(answer["predictions"], engine["classes"].numpy(),
+                                           engine["scores"].numpy()):
+        assert prediction["classes"] == [c.decode() for c in classes]
+        np.testing.assert_allclose(prediction["scores"], scores, atol=1e-5)
+    status, strokes = predict(server, {"instances": [json.loads(line)["drawing"]
+                                                     for line in lines]})
+    assert [p["classes"] for p in strokes["predictions"]] == \
+        [p["classes"] for p in answer["predictions"]]
+    np.testing.assert_allclose([p["scores"] for p in strokes["predictions"]],
+                               [p["scores"] for p in answer["predictions"]], atol=1e-5)

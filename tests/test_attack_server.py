@@ -1,0 +1,129 @@
+"""quickdraw-serve against hostile clients, over real sockets: endless and
+numerous headers, clients that hold connection slots by sending slowly or not
+at all, bodies that never end, bytes that are not HTTP. The server runs in a
+process of its own with quickdraw-serve's wiring and a model without TensorFlow
+(``serving_helpers.PointCountModel``), with short deadlines."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from serving_helpers import (PREDICT_HEAD, SQUARE_BODY, ServerProcess, SlowClients, exchange,
+                             header_flood, predict_request, read_answer, seconds_until_served)
+
+SLOTS = 4
+HEADER_TIMEOUT = 1.5
+BODY_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def server():
+    process = ServerProcess("--max_connections=%d" % SLOTS, "--header_timeout=%g" % HEADER_TIMEOUT,
+                            "--body_timeout=%g" % BODY_TIMEOUT, module="serving_helpers",
+                            timeout=60)
+    yield process
+    process.stop()
+
+
+def refused(server) -> dict:
+    with urllib.request.urlopen(server.url + "/healthz", timeout=10) as answer:
+        return json.loads(answer.read())["refused_connections"]
+
+
+def reason_of(answer: object) -> str | None:
+    return answer.get("reason") if isinstance(answer, dict) else None
+
+
+def assert_served(server) -> None:
+    status, answer = exchange(server.port, predict_request(), timeout=10)
+    assert status == 200 and answer["predictions"][0]["classes"][0] == "cat", answer
+
+
+def test_an_endless_header_is_cut_at_the_limit_and_memory_stays_flat(server):
+    assert_served(server)
+    before = server.rss_mib()
+    peak = [before]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        floods = [pool.submit(header_flood, server.port, 100 << 20) for _ in range(4)]
+        while not all(f.done() for f in floods):
+            peak.append(server.rss_mib())
+            time.sleep(0.02)
+    sent = [f.result() for f in floods]
+    # the server closed each connection after the limit, well before its 100 MB
+    assert max(sent) < 32 << 20, sent
+    assert max(peak) - before < 40, "server memory grew by %.0f MiB" % (max(peak) - before)
+    assert_served(server)
+    # a head over the limit sent at once gets the answer before the connection ends
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(PREDICT_HEAD + b"X-A: " + b"a" * 20000 + b"\r\n\r\n")
+        assert read_answer(sock) == (431, {
+            "error": "the request head is over 16384 bytes", "reason": "header_too_large"})
+    assert refused(server)["header_too_large"] >= 5
+
+
+def test_too_many_headers_and_bytes_that_are_not_http_get_json(server):
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+    status, answer = exchange(server.port, PREDICT_HEAD + many + b"Content-Length: %d\r\n\r\n"
+                              % len(SQUARE_BODY) + SQUARE_BODY)
+    assert (status, reason_of(answer)) == (431, "too_many_headers"), answer
+    fewer = b"".join(b"X-%d: 1\r\n" % i for i in range(90))
+    assert exchange(server.port, PREDICT_HEAD + fewer + b"Content-Length: %d\r\n\r\n"
+                    % len(SQUARE_BODY) + SQUARE_BODY)[0] == 200
+    tls_hello = bytes.fromhex("16030100a5010000a10303") + b"\x00" * 64
+    status, answer = exchange(server.port, tls_hello)
+    assert (status, reason_of(answer)) == (400, "bad_http") and answer["error"]
+
+
+def test_slow_and_silent_clients_lose_their_slots(server):
+    """Every slot is held by a client sending its head a byte at a time, plus one
+    that sends nothing: a complete request takes a slot at once, and the deadline
+    ends the others."""
+    start = time.monotonic()
+    slow = SlowClients(server.port, SLOTS, b"POST /v1/models/quickdraw:pre", b"dict HTTP/1.1\r\n",
+                       interval=0.2, duration=HEADER_TIMEOUT + 10)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=HEADER_TIMEOUT + 10)
+    try:
+        time.sleep(0.3)
+        waited, refusals = seconds_until_served(server.port, timeout=HEADER_TIMEOUT + 10)
+        assert waited is not None and waited < 1.0 and refusals == 0, (waited, refusals)
+        assert time.monotonic() - start < HEADER_TIMEOUT  # served before any deadline
+        slow.wait(HEADER_TIMEOUT + 10)
+        assert None not in slow.closed_after, slow.closed_after
+        assert max(slow.closed_after) < HEADER_TIMEOUT + 1.5, slow.closed_after
+        reasons = sorted(map(reason_of, (answer for _, answer in slow.answers)))
+        assert set(reasons) <= {"evicted", "header_timeout"} and "header_timeout" in reasons
+        assert {status for status, _ in slow.answers} <= {408, 503}
+        assert silent.recv(100) == b""  # closed, without an answer: it asked nothing
+        assert time.monotonic() - start < HEADER_TIMEOUT + 2
+    finally:
+        slow.close()
+        silent.close()
+    counts = refused(server)
+    assert counts["evicted"] >= 1 and counts["header_timeout"] >= 2, counts
+
+
+def test_slow_bodies_are_cut_by_their_deadline_and_free_their_slots(server):
+    """Bodies sent a byte at a time hold every slot with a request in progress: a
+    complete request gets a 503 until the body deadline ends them, then is served."""
+    head = PREDICT_HEAD + b"Content-Length: %d\r\n\r\n" % len(SQUARE_BODY)
+    slow = SlowClients(server.port, SLOTS, head, SQUARE_BODY, interval=0.2,
+                       duration=BODY_TIMEOUT + 10)
+    try:
+        time.sleep(0.3)
+        status, answer = exchange(server.port, predict_request())
+        assert (status, reason_of(answer)) == (503, "too_many_connections"), answer
+        waited, refusals = seconds_until_served(server.port, timeout=BODY_TIMEOUT + 10)
+        assert waited is not None and waited < BODY_TIMEOUT + 1.5, waited
+        slow.wait(BODY_TIMEOUT + 10)
+        assert None not in slow.closed_after and max(slow.closed_after) < BODY_TIMEOUT + 1.5
+        assert slow.answers == [(408, {"error": "the request body did not arrive within 1.5 s",
+                                       "reason": "body_timeout"})] * SLOTS
+    finally:
+        slow.close()
+    assert refused(server)["body_timeout"] >= SLOTS
+    assert_served(server)
