@@ -112,6 +112,5 @@ def serve(args: argparse.Namespace, settings: Settings, limits: connection_guard
                 access_log=args.access_log, log_level="warning", timeout_graceful_shutdown=5)
 
 
-
 if __name__ == "__main__":
     sys.exit(main())
