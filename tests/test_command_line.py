@@ -197,3 +197,19 @@ def test_the_filter_outlives_a_process_killed_while_its_workers_write(tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     assert done.returncode == -signal.SIGKILL
     assert "worker: last words" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module,argv", [
+    ("trainer.predict", ["--model=MISSING", "--input=-"]),
+    ("serving.server", ["--model=MISSING", "--port=0"]),
+    ("trainer.task", ["--training_data=MISSING/t-*", "--eval_data=MISSING/e-*",
+                      "--classes_file=MISSING/c", "--model_dir=OUT"]),
+], ids=["predict", "serve", "train"])
+def test_missing_model_or_data_is_one_line_once_tensorflow_is_loaded(module, argv, tmp_path):
+    argv = [a.replace("MISSING", str(tmp_path / "missing")).replace("OUT", str(tmp_path / "m"))
+            for a in argv]
+    done = run_module(module, *argv)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], done.stderr
