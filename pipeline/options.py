@@ -37,10 +37,12 @@ class QuickDrawOptions(PipelineOptions):
             "--output", "--output_path", dest="output", default="out/dataset", metavar="FOLDER",
             help="Folder for the TFRecords, class file, stats, rejects and transform_output/. "
                  "An earlier run's outputs there are removed first.")
-        parser.add_argument("--train_observations_per_class", type=int, default=10000,
-                            metavar="N", help="Training drawings per class (the tutorial's value).")
-        parser.add_argument("--eval_observations_per_class", type=int, default=1000,
-                            metavar="N", help="Eval drawings per class (the tutorial's value).")
+        parser.add_argument("--train_observations_per_class", type=int, default=None,
+                            metavar="N", help="Training drawings per class (default: the "
+                            "tutorial's 10000; 20 when reading the bundled sample).")
+        parser.add_argument("--eval_observations_per_class", type=int, default=None,
+                            metavar="N", help="Eval drawings per class (default: the tutorial's "
+                            "1000; 5 when reading the bundled sample).")
         parser.add_argument("--test_observations_per_class", type=int, default=0,
                             metavar="N", help="Test drawings per class (0: no test split).")
         parser.add_argument("--output_shards", type=int, default=10,

@@ -211,6 +211,20 @@ def _check_values(opts: QuickDrawOptions) -> None:
     """Values out of range, named by their flag."""
     if not opts.output or not opts.output.strip():
         raise PipelineError("--output is empty: name the dataset's folder")
+# Drawings per class in train and eval when not given: the tutorial's for real
+# data; for the bundled sample (25 a class), what it holds, so that the run
+# with no flags gives a dataset the trainer can use.
+TUTORIAL_COUNTS = {"train_observations_per_class": 10000, "eval_observations_per_class": 1000}
+SAMPLE_COUNTS = {"train_observations_per_class": 20, "eval_observations_per_class": 5}
+
+
+def _default_counts(opts: QuickDrawOptions) -> None:
+    counts = SAMPLE_COUNTS if opts.input is None else TUTORIAL_COUNTS
+    for name, value in counts.items():
+        if getattr(opts, name) is None:
+            setattr(opts, name, value)
+
+
     if not -2 ** 63 <= opts.seed < 2 ** 63:
         raise PipelineError("--seed=%d: must be a 64-bit integer" % opts.seed)
     minimum = {"train_observations_per_class": 0, "eval_observations_per_class": 0,
@@ -331,6 +345,7 @@ def run(argv: list[str] | None = None) -> dict:
     _check_runner(options)
     quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
                             opts.test_observations_per_class)
+    _default_counts(opts)
     if quota.total == 0:
         raise PipelineError("every --*_observations_per_class is 0: nothing to select")
     classes = read_classes(opts.classes)

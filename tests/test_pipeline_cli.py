@@ -51,7 +51,9 @@ def test_help_lists_every_option_with_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for dest in help_parser().dests():
         assert "--" + dest in text
-    for shown in ("(default: 10000)", "(default: 1000)", "(default: out/dataset)", "(default: 0)",
+    for shown in ("(default: the tutorial's 10000; 20 when reading the bundled sample)",
+                  "(default: the tutorial's 1000; 5 when reading the bundled sample)",
+                  "(default: out/dataset)", "(default: 0)",
                   "--runner", "Exit status"):
         assert shown in text, shown
 
@@ -115,6 +117,26 @@ def test_class_absent_from_a_mixed_file_is_refused_at_the_end_without_a_dataset(
     assert not list(out.glob("training.tfrecord*")) and (out / schema.STATS_FILE).exists()
     with pytest.raises(dm.ManifestError, match="incomplete"):
         dm.verify(str(out))
+
+
+@pytest.mark.slow
+def test_with_no_input_nor_counts_the_sample_gives_a_dataset_with_train_and_eval(capsys, tmp_path):
+    """The bundled sample has 25 drawings a class: the tutorial's 10,000 + 1,000
+    would leave eval empty, and the trainer would refuse the dataset."""
+    out = tmp_path / "out"
+    code, err = _main(capsys, ["--output=%s" % out, "--skip_transform", "--output_shards=1"])
+    assert code == 0, err
+    doc = dm.verify(str(out))
+    assert doc["options"]["train_observations_per_class"] == 20
+    assert doc["options"]["eval_observations_per_class"] == 5
+    assert doc["counts"]["selected"]["train"] == 20 * 20 and doc["counts"]["selected"]["eval"] == 20 * 5
+
+
+def test_counts_given_with_no_input_are_kept(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, err = _main(capsys, ["--output=%s" % out, "--classes=cat"] + SMALL)
+    assert code == 0, err
+    assert dm.verify(str(out))["options"]["train_observations_per_class"] == 3
 
 
 def test_runner_options_pass_through_and_the_run_is_sealed(capsys, tmp_path, bundled_sample):
