@@ -59,6 +59,36 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
     return "%s-%05d-of-%05d" % (SPLIT_PREFIX[split], shard, num_shards)
 
 
+def format_classes(names: list[str]) -> bytes:
+    """The classes file's bytes: one name a line, UTF-8."""
+    return "".join(name + "\n" for name in names).encode("utf-8")
+
+
+def parse_classes(data: bytes | str) -> list[str]:
+    """The names of a classes file; the line number is the class index.
+
+    The one reader of the file's contents, whatever filesystem the bytes come
+    from: names are stripped of surrounding whitespace (Windows line ends
+    too), trailing blank lines are ignored; a blank line before the last name
+    or a name twice would shift or merge indices, so both are errors
+    (ValueError, with the line number).
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    names = [line.strip() for line in text.split("\n")]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ValueError("it holds no class name")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if not name:
+            raise ValueError("line %d is blank (the line number is the class index)" % number)
+        if name in seen:
+            raise ValueError("line %d names %r again (first on line %d)" % (number, name[:80], seen[name]))
+        seen[name] = number
+    return names
+
+
 def shard_pattern(split: str) -> str:
     """Glob that matches every shard of a split, whatever their number."""
     return SPLIT_PREFIX[split] + "-?????-of-?????"

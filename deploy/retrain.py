@@ -159,8 +159,10 @@ def _dataset_files(registry: Registry, version: str) -> dict[str, str]:
 def read_classes(path: str) -> list[str]:
     if not reg.exists(path):
         raise RetrainError("classes file %s does not exist" % path)
-    return [line.strip() for line in reg.read_text(path).splitlines()
-            if line.strip()]
+    try:
+        return schema.parse_classes(reg.read_text(path))
+    except ValueError as e:
+        raise RetrainError("classes file %s: %s" % (path, e)) from e
 
 
 def _missing_shards(pattern: str) -> list[str]:

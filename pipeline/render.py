@@ -159,7 +159,10 @@ def _read_classes(records_dir: Path) -> list[str] | None:
     path = records_dir / schema.CLASSES_FILE
     if not path.is_file():
         return None
-    return [line.strip() for line in path.read_text().splitlines()]
+    try:
+        return schema.parse_classes(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise RenderError("classes file %s: %s" % (path, e)) from None
 
 
 def _ink_from_example(feature) -> np.ndarray:

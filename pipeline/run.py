@@ -59,8 +59,8 @@ def read_classes(value: str | None) -> list[str] | None:
     if FileSystems.exists(value) and not value.endswith("/"):
         try:
             with FileSystems.open(value) as f:
-                names = [n.strip() for n in f.read().decode("utf-8").splitlines()]
-        except (OSError, UnicodeDecodeError) as e:
+                names = schema.parse_classes(f.read())
+        except (OSError, ValueError) as e:
             raise PipelineError("--classes=%s cannot be read as a file of class names: %s" % (
                 value, " ".join(str(e).split())[:200])) from None
     else:

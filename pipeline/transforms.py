@@ -478,7 +478,7 @@ class WriteClassFile(beam.PTransform):
 
     def expand(self, classes):
         return classes | "Write" >> beam.Map(
-            lambda names: write_atomically(self._path, "".join(n + "\n" for n in names).encode("utf-8")))
+            lambda names: write_atomically(self._path, schema.format_classes(names)))
 
 
 class WriteStats(beam.PTransform):

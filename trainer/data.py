@@ -47,17 +47,12 @@ def list_files(pattern: str) -> list[str]:
 def read_classes(path: str) -> list[str]:
     """Class names, one a line; the line number is the class index."""
     try:
-        with tf.io.gfile.GFile(path) as f:
-            names = [line.rstrip("\r\n") for line in f]
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return schema.parse_classes(f.read())
     except tf.errors.OpError as e:
         raise TrainerError("cannot read classes file %r: %s" % (path, e.message)) from e
-    while names and not names[-1]:
-        names.pop()
-    if not names:
-        raise TrainerError("classes file %r is empty" % path)
-    if len(set(names)) != len(names):
-        raise TrainerError("classes file %r lists a class twice" % path)
-    return names
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TrainerError("classes file %r: %s" % (path, e)) from e
 
 
 def length_boundaries(training_pattern: str, stats_path: str | None = None) -> list[int]:
