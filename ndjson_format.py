@@ -76,6 +76,7 @@ TOO_MANY_POINTS = "too_many_points"
 SINGLE_POINT = "single_point"
 NON_NUMERIC = "non_numeric_coordinate"
 NON_FINITE = "non_finite_coordinate"
+INK_OUT_OF_RANGE = "ink_out_of_range"
 
 REASONS: dict[str, str] = {
     TOO_MANY_BYTES: "the line is longer than max_bytes",
@@ -100,6 +101,9 @@ REASONS: dict[str, str] = {
     SINGLE_POINT: "the drawing has fewer than two points",
     NON_NUMERIC: "a coordinate is not a number (a string, boolean, null, list or object)",
     NON_FINITE: "a coordinate is NaN or infinite, or overflows float32",
+    INK_OUT_OF_RANGE: "the normalised ink would leave float32's normal numbers: x or y spans "
+                      "more than float32 holds, or a value below 1.2e-38 arises (TensorFlow "
+                      "flushes those to zero, NumPy keeps them)",
 }
 
 # The 345 categories of the Quick, Draw! dataset, as spelled in its file names
@@ -345,15 +349,67 @@ def _points(strokes: object, limits: Limits, numbers_only: bool) -> np.ndarray |
         except (TypeError, ValueError):
             return NON_NUMERIC
         kind = "f"
+    surely_in_range = True  # integers: see _SAFE_LOW
     if kind == "f":
-        if not abs(xy).max() < _FLOAT32_LIMIT:
+        magnitude = abs(xy)
+        high = magnitude.max()
+        if not high < _FLOAT32_LIMIT:
             return NON_FINITE  # NaN fails the comparison
+        surely_in_range = _surely_in_range(magnitude, high)
     elif kind not in "iu":
         return NON_NUMERIC
     points = np.zeros((n, 3), dtype=np.float32)
     points[:, 0:2] = xy.T
     points[ends, 2] = 1.0
+    if not surely_in_range and not ink_in_range(points[:, 0:2]):
+        return INK_OUT_OF_RANGE
     return points
+
+
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32, 2**-126
+
+# Sufficient for ``ink_in_range``: when the non-zero magnitudes lie in
+# [2**-100, 2**126) and within a factor 2**70 of each other, every value of
+# the normalisation is 0 or at least 2**-123 (all are multiples of a quantum
+# that large) and at most 2**127. Integers (below 2**64) always are; for
+# float coordinates this test is the rule's whole cost on real drawings.
+_SAFE_LOW, _SAFE_HIGH, _SAFE_SPAN = 2.0 ** -100, 2.0 ** 126, 2.0 ** 70
+
+
+def _surely_in_range(magnitude: np.ndarray, high: float) -> bool:
+    """The sufficient test above, on the coordinates' float64 magnitudes."""
+    if not high < _SAFE_HIGH:
+        return False
+    low = magnitude.min()
+    if low == 0:
+        low = magnitude.min(where=magnitude > 0, initial=np.inf)
+    return low == np.inf or (low >= _SAFE_LOW and high < low * _SAFE_SPAN)
+
+
+def ink_in_range(xy: np.ndarray) -> bool:
+    """True when the tutorial's float32 normalisation of these coordinates
+    (``[n, 2]`` float32; see ``pipeline.parse.parse_line``) stays within
+    float32's normal numbers: finite, and no value of 2**-126 or less but zero.
+
+    A range (max - min) past float32's largest number makes the ink NaN; a
+    subnormal value is kept by NumPy and flushed to zero by TensorFlow on
+    CPU, so the pipeline's ink and the serving graph's would differ. The CPU
+    flushes a result that is subnormal before rounding, which may round up
+    to 2**-126 itself: that value counts as out of range too. Every value
+    parse_line computes is checked: coordinates, range, offsets from the
+    minimum, unit coordinates, deltas.
+    """
+    with np.errstate(all="ignore"):
+        lower = xy.min(axis=0)
+        scale = xy.max(axis=0) - lower
+        offsets = xy - lower
+        scale[scale == 0] = 1
+        unit = offsets / scale
+        values = np.concatenate((xy.ravel(), scale, offsets.ravel(), unit.ravel(),
+                                 (unit[1:] - unit[:-1]).ravel()))
+    magnitude = np.abs(values)
+    return bool(np.isfinite(magnitude).all()
+                and not ((magnitude > 0) & (magnitude <= _FLOAT32_TINY)).any())
 
 
 _NUMERIC_JSON = b"[],:-+.0123456789eE \t\r\n}"

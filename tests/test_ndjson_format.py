@@ -173,10 +173,49 @@ def test_the_fast_path_is_not_fooled_by_a_later_drawing_key():
 
 def test_float32_limits_are_exact():
     biggest = float(np.finfo(np.float32).max)
-    assert isinstance(check_line(good_with(drawing=[[[-biggest, biggest], [0, 1]]])), Drawing)
+    assert isinstance(check_line(good_with(drawing=[[[0, biggest], [0, 1]]])), Drawing)
     assert check_line(good_with(drawing=[[[0, biggest * 1.0001], [0, 1]]])).reason == nf.NON_FINITE
     big_ints = check_line(good_with(drawing=[[[0, 2 ** 63], [-1, 1]]]))
     assert isinstance(big_ints, Drawing) and np.isfinite(big_ints.points).all()
+
+
+BIGGEST = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("drawing, accepted", [
+    ([[[-3e38, 3e38], [0, 1]]], False),                     # the range overflows float32
+    ([[[0, 1], [-3e38, 3e38]]], False),                     # in y only
+    ([[[0, 5, 7], [1, 2, 3]], [[-3e38], [3e38]]], False),   # across strokes
+    ([[[-BIGGEST, BIGGEST], [0, 1]]], False),
+    ([[[-2.0 ** 103, BIGGEST], [0, 1]]], False),            # max - min rounds to infinity
+    ([[[-2.0 ** 102, BIGGEST], [0, 1]]], True),             # ... to the largest float32
+    ([[[3e38, 3e38], [0, 1]]], True),                       # huge, but no extent
+    ([[[1e-45, 0], [0, 1]]], False),                        # a subnormal coordinate
+    ([[[2e-38, 3e-38], [0, 1]]], False),                    # a subnormal range
+    ([[[0, 1e-30, 1e10], [0, 1, 2]]], False),               # a subnormal unit coordinate
+    ([[[0, 1e-20, 1e10], [0, 1, 2]]], True),                # 30 orders of magnitude, fine
+    ([[[1e-30, 2e-30], [1e-30, 3e-30]]], True),             # tiny, and normal
+    ([[[0.5] * 4999 + [1e-42], [0.25] * 5000]], False),     # many points, one subnormal
+    ([[[-2 ** 64, 2 ** 64], [0, 1]]], True),                # integers beyond int64
+    ([[[-2 ** 63, 2 ** 63 - 1], [0, 1]]], True),
+    ([[[0, 1, 2 ** 127], [0, 0, 0]]], False),                # 1 becomes 2**-127
+])
+def test_the_normalised_ink_must_stay_in_float32s_normal_numbers(drawing, accepted):
+    result = check_line(good_with(drawing=drawing))
+    if accepted:
+        ink = normalize(result.points)
+        tiny = np.finfo(np.float32).tiny
+        assert np.isfinite(ink).all() and not ((ink != 0) & (abs(ink) < tiny)).any()
+    else:
+        assert result == Reject(nf.INK_OUT_OF_RANGE, "cat")
+        assert check_strokes(drawing) == Reject(nf.INK_OUT_OF_RANGE)
+
+
+def test_the_overflowing_line_found_in_an_attack_is_rejected():
+    line = '{"word":"cat","drawing":[[[-3e38,3e38],[0,1]]]}'
+    assert check_line(line) == Reject(nf.INK_OUT_OF_RANGE, "cat")
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(parse_line(line)[0]).all()  # what the tutorial would write
 
 
 def test_a_word_of_another_class_in_a_class_file_is_rejected():
@@ -263,7 +302,7 @@ def test_str_bytes_and_surrogate_escaped_text_are_all_accepted():
 def test_every_reason_is_documented():
     reasons = {v for k, v in vars(nf).items() if k.isupper() and isinstance(v, str)
                and v in nf.REASONS}
-    assert reasons == set(nf.REASONS) and len(nf.REASONS) == 21
+    assert reasons == set(nf.REASONS) and len(nf.REASONS) == 22
     assert all(text and "\n" not in text for text in nf.REASONS.values())
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for reason, text in nf.REASONS.items():
