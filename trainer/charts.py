@@ -85,11 +85,11 @@ def reliability_diagram(reliability: dict, temperature: float, size: int = 320) 
 
     ``reliability`` is the eval report's: ``uncalibrated`` and ``calibrated``
     lists of bins (``count``, ``confidence``, ``accuracy``). Bars are the
-    calibrated model's accuracy per bin (their counts above them), grey
-    outlines the uncalibrated model's; a perfectly calibrated model's bars
-    reach the diagonal.
+    calibrated model's accuracy per bin (the number of drawings at their
+    foot), grey outlines the uncalibrated model's; a perfectly calibrated
+    model's bars reach the diagonal.
     """
-    left, top, plot = 48, 36, size
+    left, top, plot = 48, 52, size
     image = Image.new("RGB", (left + plot + 20, top + plot + 48), "white")
     draw = ImageDraw.Draw(image)
     draw.text((left, 4), "reliability: accuracy vs. top-1 probability", fill=TEXT)
@@ -108,7 +108,7 @@ def reliability_diagram(reliability: dict, temperature: float, size: int = 320) 
             x0, y0 = point(b / bins, entry["accuracy"])
             draw.rectangle([x0 + 1, y0, x0 + width - 1, top + plot], fill=fill, outline=outline)
             if series == "calibrated":
-                draw.text((x0 + 1, y0 - 12), str(entry["count"]), fill=TEXT)
+                draw.text((x0 + 2, top + plot - 12), str(entry["count"]), fill=TEXT)
     draw.line([point(0, 0), point(1, 1)], fill=(200, 0, 0), width=1)
     draw.rectangle([left, top, left + plot, top + plot], outline=TEXT)
     for tick in (0.0, 0.5, 1.0):
@@ -116,5 +116,5 @@ def reliability_diagram(reliability: dict, temperature: float, size: int = 320) 
         draw.text((x - 8, top + plot + 4), "%.1f" % tick, fill=TEXT)
         draw.text((left - 26, y - 5), "%.1f" % tick, fill=TEXT)
     draw.text((left + plot // 2 - 60, top + plot + 20), "top-1 probability", fill=TEXT)
-    draw.text((2, top - 14), "accuracy", fill=TEXT)
+    draw.text((left - 26, top - 16), "accuracy", fill=TEXT)
     return image
