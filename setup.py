@@ -41,6 +41,7 @@ setuptools.setup(
     install_requires=requirements(),
     entry_points={
         "console_scripts": [
+            "quickdraw-download=pipeline.download:main",
             "quickdraw-pipeline=pipeline.run:main",
             "quickdraw-render=pipeline.render:main",
             "quickdraw-train=trainer.task:run",

@@ -38,6 +38,7 @@ class Faults:
     corrupt: dict[str, int] = field(default_factory=dict)                  # bodies with a flipped byte
     status: dict[str, list[int]] = field(default_factory=dict)             # statuses answered first
     hashes: tuple[str, ...] = ("crc32c", "md5")                           # what x-goog-hash names
+    replace_after_head: dict[str, bytes] = field(default_factory=dict)    # new content once HEAD is answered
     ignore_range: bool = False
     chunk_delay: float = 0.0                                               # seconds per 4 KiB sent
 
@@ -122,6 +123,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self._body(name, data, start)
+        elif name in faults.replace_after_head:
+            with bucket.lock:
+                bucket.objects[key] = faults.replace_after_head.pop(name)
 
     def _body(self, name: str, data: bytes, start: int) -> None:
         faults, bucket = self.server.faults, self.server

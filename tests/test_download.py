@@ -120,6 +120,24 @@ def test_a_server_that_ignores_the_range_sends_the_whole_file_again(tmp_path):
     _same_as_sample(tmp_path, ["cat"])
 
 
+def test_a_partial_file_of_other_bytes_is_caught_and_fetched_whole(tmp_path, capsys):
+    (tmp_path / "cat.ndjson.part").write_bytes(OBJECTS[TWO[1]][:3000])   # left by an older object
+    with serving(OBJECTS) as bucket:
+        assert _run(bucket, tmp_path, "--classes=cat") == 0
+        assert [r.range for r in bucket.gets("cat")] == ["bytes=3000-", None]
+    _same_as_sample(tmp_path, ["cat"])
+    assert "cat.ndjson: fetched again after a first copy was refused (CRC-32C " in capsys.readouterr().out
+
+
+def test_an_object_that_changes_during_the_download_fails_and_a_rerun_gets_the_new_one(tmp_path, capsys):
+    with serving(OBJECTS) as bucket:
+        bucket.faults.replace_after_head["cat"] = OBJECTS[TWO[1]]
+        assert _run(bucket, tmp_path, "--classes=cat") == 1
+        assert "failed: cat.ndjson: the object changed during the download (size " in capsys.readouterr().err
+        assert _run(bucket, tmp_path, "--classes=cat") == 0
+    assert (tmp_path / "cat.ndjson").read_bytes() == OBJECTS[TWO[1]]
+
+
 @pytest.mark.parametrize("check", ["crc32c", "md5"])
 def test_a_corrupt_byte_is_caught_and_fetched_again(tmp_path, capsys, check):
     with serving(OBJECTS) as bucket:
