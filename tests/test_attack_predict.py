@@ -1,11 +1,15 @@
-"""``python -m trainer.predict`` piped into a reader that stops early
-(``| head -1``): it ends quietly, without a traceback."""
+"""``python -m trainer.predict`` attacked: piped into a reader that stops
+early (``| head -1``), it ends quietly, without a traceback; given a FIFO or a
+link to ``/dev/zero`` as input, it refuses in one line at once."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from hostile_lines import record
 
@@ -39,3 +43,23 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert first.startswith(b'{"line": 1') and err == "", err
+
+
+def refuse_to_grow():
+    """In the child: an address-space cap, so a reader that never ends fails fast."""
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a FIFO"),                                    # open() would block
+    (lambda p: os.symlink("/dev/zero", p), "a character device"),  # a line without end
+])
+def test_an_input_that_would_block_or_never_end_is_refused_at_once(tmp_path, make, kind):
+    path = tmp_path / "drawings.ndjson"
+    make(str(path))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, "--model=unused", "--input=%s" % path],
+                          cwd=ROOT, capture_output=True, timeout=60, preexec_fn=refuse_to_grow,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert (proc.returncode, proc.stdout) == (2, b""), proc.stderr[-2000:]
+    assert proc.stderr.decode() == "error: cannot read %s: it is %s, not a regular file\n" % (
+        path, kind)

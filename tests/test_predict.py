@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from hostile_lines import HOSTILE, SQUARE, deep, many_points, record
-from ndjson_format import Limits
+from ndjson_format import REASONS, Limits
+from pipeline.parse import normalize
 from trainer import predict
+from trainer.errors import TrainerError
 from trainer.predict import drawing_points, predict_lines, read_lines
 
 CLASSES = ["cat", "dog", "moon"]
@@ -104,3 +108,96 @@ def test_drawing_points_raises_the_reason():
             drawing_points({"drawing": bad})
     with pytest.raises(ValueError, match="missing_drawing"):
         drawing_points(["not", "a", "record"])
+
+
+def strict_json(text: str) -> dict:
+    """json.loads refusing NaN and Infinity, which are not JSON."""
+    def refuse(constant):
+        raise ValueError("not JSON: %s" % constant)
+    return json.loads(text, parse_constant=refuse)
+
+
+class InkPredictor(FakePredictor):
+    """Scores from the normalised ink, as a real model's are: NaN ink, NaN scores."""
+
+    def probabilities(self, drawings):
+        scores = []
+        for x, y, ends in drawings:
+            with np.errstate(all="ignore"):
+                ink = normalize(np.stack([x, y, ends], axis=1))
+                scores.append(np.full(len(CLASSES), ink[:, :2].sum(), np.float32))
+        return np.array(scores)
+
+
+class NaNPredictor(FakePredictor):
+    """A damaged model: NaN scores for drawings of four points."""
+
+    def probabilities(self, drawings):
+        p = super().probabilities(drawings)
+        p[[len(x) == 4 for x, _, _ in drawings]] = np.nan
+        return p
+
+
+OVERFLOWING = b'{"word":"cat","drawing":[[[-3e38,3e38],[0,1]]]}'
+
+
+def test_a_drawing_whose_ink_overflows_gets_its_reason_and_the_output_stays_json():
+    out = io.StringIO()
+    counts = predict_lines(InkPredictor(), [OVERFLOWING, record()], top_k=1, out=out,
+                           err=io.StringIO())
+    records = [strict_json(line) for line in out.getvalue().splitlines()]
+    assert records[0] == {"line": 1, "word": "cat", "error": "ink_out_of_range",
+                          "message": REASONS["ink_out_of_range"]}
+    assert "top_k" in records[1] and counts == (1, 1)
+
+
+def test_a_drawing_the_model_cannot_score_gets_an_error_record():
+    four = record(drawing=[[[0, 10, 10, 0], [0, 0, 10, 10]]], key_id="k-4")
+    out, err = io.StringIO(), io.StringIO()
+    counts = predict_lines(NaNPredictor(), [record(), four, record()], top_k=2, target="dog",
+                           out=out, err=err)
+    records = [strict_json(line) for line in out.getvalue().splitlines()]
+    assert records[1] == {"line": 2, "key_id": "k-4", "word": "cat", "error": "non_finite_scores",
+                          "message": predict.UNSCORED_MESSAGE}
+    assert all("top_k" in r for r in (records[0], records[2])) and counts == (2, 1)
+    assert err.getvalue() == "2 drawings predicted, 1 lines rejected (records with \"error\")\n"
+
+
+def test_a_50_mb_line_is_never_held_whole(tmp_path):
+    path = tmp_path / "long.ndjson"
+    with open(path, "wb") as f:
+        f.write(record() + b"\n" + record(pad="x" * 50_000_000) + b"\n" + record() + b"\n")
+    tracemalloc.start()
+    try:
+        records, _, counts = run(read_lines(str(path)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [r.get("error") for r in records] == [None, "too_many_bytes", None] and counts == (2, 1)
+    assert peak < 6_000_000, peak  # about 2 MB: the cap (1 MB) read and copied, not 50 MB
+
+
+def test_the_byte_cap_counts_as_the_pipeline_does(tmp_path):
+    fits = record(pad="x" * 100)
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(fits + b"\n" + fits + b"x\r\n" + fits + b"\n" + fits)
+    lines = list(read_lines(str(path), max_bytes=len(fits)))
+    assert lines == [fits, fits + b"x", fits, fits]  # the long one cut to max_bytes + 1
+    records, _, _ = run(lines, limits=Limits(max_bytes=len(fits)))
+    assert [r.get("error") for r in records] == [None, "too_many_bytes", None, None]
+    assert list(read_lines(str(path), max_bytes=0)) == [fits, fits + b"x\r", fits, fits]
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda p: p.mkdir(), "a directory"),
+    (lambda p: os.mkfifo(p), "a FIFO"),
+    (lambda p: p.symlink_to("/dev/zero"), "a character device"),
+])
+def test_only_regular_files_are_read(tmp_path, make, kind):
+    path = tmp_path / "input.ndjson"
+    make(path)
+    with pytest.raises(TrainerError, match="cannot read %s: it is %s, not a regular file"
+                       % (path, kind)):
+        read_lines(str(path))
+    with pytest.raises(TrainerError, match="No such file"):
+        read_lines(str(tmp_path / "missing.ndjson"))

@@ -1,9 +1,10 @@
 """``python -m trainer.predict``: top-k classes of ndjson drawings with an export.
 
 Reads Quick, Draw! ndjson (simplified or raw: float coordinates and a third
-time array are fine) from a file or stdin and prints one JSON line per input
-line, in order. With ``--target`` it applies the game's rule: the drawing is
-accepted when the target class's probability exceeds ``--threshold``.
+time array are fine) from a regular file or stdin and prints one JSON line
+(strict JSON: never NaN) per input line, in order. With ``--target`` it
+applies the game's rule: the drawing is accepted when the target class's
+probability exceeds ``--threshold``.
 Lines are checked by ``ndjson_format`` (the pipeline's rules and reason names;
 ``word`` and the other metadata are optional here and only echoed): a bad line
 gets an error record ``{"line", "error": reason, "message"}`` and the others
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import stat
 import sys
 from typing import Iterable, Iterator
 
@@ -26,6 +28,10 @@ from trainer.errors import TrainerError
 
 BATCH = 64
 _ECHOED = ("key_id", "word")
+# The error of a valid drawing the model gave NaN or infinite scores for (a
+# damaged model): a record of its own, as JSON has no NaN.
+NON_FINITE_SCORES = "non_finite_scores"
+UNSCORED_MESSAGE = "the model gave NaN or infinite scores for this drawing"
 
 
 def drawing_points(record: dict, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,14 +78,61 @@ def rank(probabilities: np.ndarray, classes: list[str], top_k: int,
     return answer
 
 
-def read_lines(path: str) -> Iterator[bytes]:
-    """Lines as bytes, so that a byte that is not UTF-8 is one bad line, not a crash."""
+def read_lines(path: str, max_bytes: int = Limits().max_bytes) -> Iterator[bytes]:
+    """The lines of a regular file, or of stdin for ``-``, as bytes without
+    their newline (a byte that is not UTF-8 is one bad line, not a crash).
+
+    The file is checked now, before any line is read: a FIFO or a device
+    (``/dev/zero``) could block or never end, so anything but a regular file
+    (after links) is a ``TrainerError``. A line longer than ``max_bytes``
+    (0: no cap) is cut to ``max_bytes + 1`` bytes as it is read, as the
+    pipeline does, so it is rejected as too long without being held whole.
+    """
     if path == "-":
-        yield from sys.stdin.buffer
-        return
+        return _bounded_lines(contextlib.nullcontext(sys.stdin.buffer), path, max_bytes)
+    return _bounded_lines(_open_regular_file(path), path, max_bytes)
+
+
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory",
+               stat.S_IFSOCK: "a socket"}
+_SKIP_BYTES = 1 << 16
+
+
+def _open_regular_file(path: str):
+    """Opens ``path`` for reading if it is a regular file. It is checked with
+    stat before it is opened, and again once opened without blocking (it may
+    have been replaced in between)."""
+    def refuse(mode: int) -> TrainerError:
+        return TrainerError("cannot read %s: it is %s, not a regular file"
+                            % (path, _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")))
     try:
-        with open(path, "rb") as f:
-            yield from f
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise refuse(mode)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _bounded_lines(opened, path: str, max_bytes: int) -> Iterator[bytes]:
+    limit = max_bytes + 1 if max_bytes else -1
+    try:
+        with opened as f:
+            while line := f.readline(limit):
+                if line.endswith(b"\n"):
+                    yield line[:-1]
+                    continue
+                yield line  # the last line, or the first max_bytes + 1 bytes of a longer one
+                if len(line) == limit:  # the rest of the long line, a chunk at a time
+                    while (rest := f.readline(_SKIP_BYTES)) and not rest.endswith(b"\n"):
+                        pass
     except OSError as e:
         raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from e
 
@@ -102,15 +155,20 @@ def predict_lines(predictor: Predictor, lines: Iterable[bytes | str], top_k: int
     pending: list[tuple[dict, np.ndarray | None]] = []
 
     def flush():
-        nonlocal done
+        nonlocal done, rejected
         drawings = [(p[:, 0], p[:, 1], p[:, 2]) for _, p in pending if p is not None]
         probabilities = iter(predictor.probabilities(drawings) if drawings else ())
         for meta, points in pending:
             if points is not None:
-                meta.update(rank(next(probabilities), predictor.classes, top_k, target, threshold))
-            out.write(json.dumps(meta) + "\n")
+                scores = next(probabilities)
+                if np.isfinite(scores).all():
+                    meta.update(rank(scores, predictor.classes, top_k, target, threshold))
+                    done += 1
+                else:
+                    meta.update(error=NON_FINITE_SCORES, message=UNSCORED_MESSAGE)
+                    rejected += 1
+            out.write(json.dumps(meta, allow_nan=False) + "\n")
         out.flush()
-        done += len(drawings)
         pending.clear()
 
     for number, line in enumerate(lines, 1):
@@ -164,8 +222,9 @@ def _predict(args: argparse.Namespace) -> int:
             raise TrainerError("--top_k must be positive")
         if args.max_points < 0 or args.max_bytes < 0:
             raise TrainerError("--max_points and --max_bytes must be 0 (no cap) or more")
+        lines = read_lines(args.input, args.max_bytes)  # a bad --input before the model loads
         predictor = Predictor(args.model)
-        done, rejected = predict_lines(predictor, read_lines(args.input),
+        done, rejected = predict_lines(predictor, lines,
                                        min(args.top_k, len(predictor.classes)),
                                        args.target, args.threshold,
                                        limits=Limits(max_points=args.max_points,
