@@ -169,13 +169,13 @@ def stub_evaluation() -> None:
     """Makes the retrain driver read each export's accuracy from its file
     instead of running the model."""
     import json
-    from deploy import retrain
+    from deploy import eval_set
 
     def evaluate(export_dir: str, eval_data: str, classes_file: str,
                  batch_size: int) -> dict:
         with open(os.path.join(export_dir, ACCURACY_FILE)) as f:
             return {"accuracy": json.load(f)["accuracy"]}
-    retrain.evaluate_export = evaluate
+    eval_set.evaluate_export = evaluate
 
 
 def make_dataset(folder: str, seed: int = 7, train: int = 15,
@@ -312,18 +312,18 @@ def whole_run_worker(index: int, root: str, accuracy: float) -> tuple[int, str]:
     steps) with the pipeline and the training replaced by stand-ins that
     write a dataset with a manifest and an export scoring ``accuracy``."""
     import json
-    from deploy import retrain
+    from deploy import steps
 
     def pipeline(registry, version, args):
         make_dataset(registry.dataset_dir(version))
         return {"dataset": registry.dataset_dir(version)}
 
     def train(registry, version, args):
-        retrain.check_dataset(registry, version, checksums=True)
+        steps.check_dataset(registry, version, checksums=True)
         os.makedirs(registry.export_dir(version))
         with open(os.path.join(registry.export_dir(version), ACCURACY_FILE),
                   "w") as f:
             json.dump({"accuracy": accuracy}, f)
         return {"classes": CLASSES}
-    retrain.STEP_FUNCTIONS.update(pipeline=pipeline, train=train)
+    steps.STEP_FUNCTIONS.update(pipeline=pipeline, train=train)
     return retrain_worker(index, ["--registry=" + root])

@@ -41,8 +41,8 @@ def test_a_file_that_would_shift_or_merge_indices_is_refused_with_its_line(text,
 
 
 def test_every_reader_applies_the_same_rules(tmp_path):
-    from deploy.retrain import RetrainError
-    from deploy.retrain import read_classes as retrain_classes
+    from deploy.errors import RetrainError
+    from deploy.version_dataset import read_classes as retrain_classes
     from pipeline.run import PipelineError
     from pipeline.run import read_classes as pipeline_classes
     from trainer.data import read_classes as trainer_classes

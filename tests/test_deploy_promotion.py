@@ -12,7 +12,7 @@ import os
 import pytest
 
 from deploy import registry as reg
-from deploy import retrain
+from deploy import eval_set, retrain
 from deploy.registry import Registry
 from race_helpers import (
     KILL_POINTS, killed_retrain, make_candidate, make_dataset,
@@ -24,7 +24,7 @@ TRIALS = 20
 
 @pytest.fixture(autouse=True)
 def stubbed(monkeypatch):
-    monkeypatch.setattr(retrain, "evaluate_export", retrain.evaluate_export)
+    monkeypatch.setattr(eval_set, "evaluate_export", eval_set.evaluate_export)
     stub_evaluation()
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from deploy import registry as reg
-from deploy import retrain
+from deploy import gate, retrain, steps
 from deploy.registry import Registry, RegistryError
 
 
@@ -118,7 +118,7 @@ def test_gate_promotes_unless_worse_by_more_than_the_margin(
         candidate, current, margin, promoted):
     report = {"candidate": {"accuracy": candidate}, "current_version": "v0",
               "current": None if current is None else {"accuracy": current}}
-    verdict, reason, checks = retrain.decide(report, margin)
+    verdict, reason, checks = gate.decide(report, margin)
     assert verdict is promoted
     assert ("%.4f" % candidate) in reason
     assert [c["check"] for c in checks] == ["min_accuracy", "current", "best"]
@@ -126,29 +126,29 @@ def test_gate_promotes_unless_worse_by_more_than_the_margin(
 
 def test_driver_owned_flags_are_refused():
     with pytest.raises(retrain.RetrainError, match="--output is set by"):
-        retrain._split_flags("--runner=DirectRunner --output=/x",
-                             retrain.PIPELINE_OWNED_FLAGS, "pipeline")
+        steps.split_flags("--runner=DirectRunner --output=/x",
+                             steps.PIPELINE_OWNED_FLAGS, "pipeline")
     with pytest.raises(retrain.RetrainError, match="--model_dir is set by"):
-        retrain._split_flags("--steps=3 --model_dir /x",
-                             retrain.TRAINER_OWNED_FLAGS, "trainer")
+        steps.split_flags("--steps=3 --model_dir /x",
+                             steps.TRAINER_OWNED_FLAGS, "trainer")
     with pytest.raises(retrain.RetrainError, match="cannot parse"):
-        retrain._split_flags("--classes='cat", (), "pipeline")
+        steps.split_flags("--classes='cat", (), "pipeline")
 
 
 def test_only_the_chief_records_multi_worker_training(monkeypatch):
     cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": cluster, "task": {"type": "chief", "index": 0}}))
-    assert retrain._is_chief()
+    assert steps.is_chief()
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": 0}}))
-    assert not retrain._is_chief()
+    assert not steps.is_chief()
     monkeypatch.setenv("TF_CONFIG", json.dumps(
         {"cluster": {"worker": ["b:1", "c:1"]},
          "task": {"type": "worker", "index": 0}}))
-    assert retrain._is_chief()
+    assert steps.is_chief()
     monkeypatch.delenv("TF_CONFIG")
-    assert retrain._is_chief()
+    assert steps.is_chief()
 
 
 def test_cli_errors_are_one_line_and_leave_current(tmp_path, capsys):
@@ -200,7 +200,7 @@ def test_an_incomplete_dataset_is_named_not_trained_on(tmp_path):
     (data / schema.shard_name(schema.TRAIN, 0, 2)).write_bytes(b"")
     (data / schema.shard_name(schema.EVAL, 0, 1)).write_bytes(b"")
     with pytest.raises(retrain.RetrainError) as error:
-        retrain.check_dataset(registry, "v1")
+        steps.check_dataset(registry, "v1")
     message = str(error.value)
     assert "did the pipeline finish" in message
     assert schema.STATS_FILE in message
