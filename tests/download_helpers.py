@@ -143,7 +143,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             time.sleep(faults.chunk_delay)
         if trickle:
-            deadline = time.monotonic() + 4
+            deadline = time.monotonic() + 6
             for offset in range(stop, len(data)):
                 if time.monotonic() > deadline or not self._send(name, data[offset:offset + 1]):
                     break
