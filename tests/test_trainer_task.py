@@ -172,3 +172,48 @@ def test_mixed_precision_with_batch_norm_trains_and_exports(run, tmp_path):
                                     run["paths"]["classes_file"])
     assert exported["accuracy"] == metrics["accuracy"]
     assert exported["loss"] == pytest.approx(metrics["loss"], abs=1e-2)  # float16 vs float32
+
+
+REQUIRED = ["--training_data=t", "--eval_data=e", "--classes_file=c", "--model_dir=m"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--learning_rate=nan", "--learning_rate must be a finite number (float32), not nan"),
+    ("--learning_rate=inf", "--learning_rate must be a finite number (float32), not inf"),
+    ("--learning_rate=1e39", "--learning_rate must be a finite number (float32), not 1e+39"),
+    ("--learning_rate=0", "--learning_rate must be positive"),
+    ("--gradient_clipping_norm=nan", "--gradient_clipping_norm must be a finite number"),
+    ("--gradient_clipping_norm=-1", "--gradient_clipping_norm must be positive, or 0"),
+    ("--dropout=1", "--dropout must be in [0, 1)"),
+    ("--label_smoothing=-inf", "--label_smoothing must be a finite number"),
+    ("--augment_rotation=inf", "--augment_rotation must be a finite number"),
+    ("--augment_rotation=181", "--augment_rotation must be in [0, 180]"),
+    ("--augment_shear=1e38", "--augment_shear must be in [0, 10]"),
+    ("--augment_jitter=2", "--augment_jitter must be in [0, 1]"),
+    ("--seed=-1", "--seed must be in [0, 2**32)"),
+    ("--seed=4294967296", "--seed must be in [0, 2**32)"),
+    ("--steps=9223372036854775808", "--steps must fit in 64 bits (below 2**63)"),
+    ("--num_conv=8,9223372036854775808", "--num_conv must fit in 64 bits (below 2**63)"),
+])
+def test_a_number_flag_out_of_its_range_is_named(flag, message):
+    args = task.build_parser().parse_args(REQUIRED + [flag])
+    with pytest.raises(TrainerError) as error:
+        task.validate(args)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_every_float_flag_refuses_nan_and_infinity():
+    names = [a.option_strings[0] for a in task.build_parser()._actions if a.type is float]
+    assert len(names) >= 10
+    for name in names:
+        for value in ("nan", "-inf", "4e38"):
+            args = task.build_parser().parse_args(REQUIRED + ["%s=%s" % (name, value)])
+            with pytest.raises(TrainerError, match="^%s must be a finite number" % name):
+                task.validate(args)
+
+
+def test_the_command_refuses_a_nan_learning_rate_in_one_line_before_training():
+    proc = subprocess.run([sys.executable, "-m", "trainer.task", *REQUIRED, "--learning_rate=nan"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --learning_rate must be a finite number (float32), not nan\n"

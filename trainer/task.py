@@ -130,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace) -> None:
+    """Refuses a bad flag value in one line naming the flag, before anything loads.
+
+    TensorFlow takes the numbers as float32 and int64: a float flag must be a
+    finite float32 (NaN, inf and 1e39 would reach the weights), an integer
+    must fit in 64 bits; then each flag must be in its own range.
+    """
+    float32_max = 3.4028234663852886e38
+    for name, value in sorted(vars(args).items()):
+        if type(value) is float and not abs(value) <= float32_max:  # NaN fails too
+            raise TrainerError("--%s must be a finite number (float32), not %s" % (name, value))
+        if any(type(v) is int and not -2 ** 63 <= v < 2 ** 63
+               for v in (value if type(value) is list else [value])):
+            raise TrainerError("--%s must fit in 64 bits (below 2**63)" % name)
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:
+        raise TrainerError("--seed must be in [0, 2**32)")
     for name in ("model_dir", "export_dir"):
         path = getattr(args, name)
         if path and os.path.exists(path) and not os.path.isdir(path):
@@ -151,9 +166,11 @@ def validate(args: argparse.Namespace) -> None:
                  "augment_scale"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainerError("--%s must be in [0, 1)" % name)
-    for name in ("augment_shear", "augment_rotation", "augment_jitter"):
-        if getattr(args, name) < 0:
-            raise TrainerError("--%s must be positive, or 0 for none" % name)
+    for name, most, why in (("augment_shear", 10.0, "10 slants by up to 84 degrees"),
+                            ("augment_rotation", 180.0, "degrees either way"),
+                            ("augment_jitter", 1.0, "the drawing's box is 1")):
+        if not 0 <= getattr(args, name) <= most:
+            raise TrainerError("--%s must be in [0, %g] (%s), 0 for none" % (name, most, why))
     if args.raster_size < 2 ** len(args.cnn_filters):
         raise TrainerError("--raster_size must be at least 2 ** (number of --cnn_filters) = %d"
                            % 2 ** len(args.cnn_filters))
