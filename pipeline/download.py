@@ -63,7 +63,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> Parser:
     parser = Parser("quickdraw-download", "pipeline.download",
                     description=__doc__.split("\n\n", 1)[0].strip("`"))
     which = parser.add_mutually_exclusive_group()
@@ -82,7 +82,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "timeout counts as stalled")
     parser.add_argument("--retries", type=_whole(0, 1000), default=5,
                         help="attempts in a row that bring no new byte, before a file is given up")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def chosen_classes(args: argparse.Namespace) -> list[str]:
