@@ -12,13 +12,15 @@ import json
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
 import tfrecord_schema as schema
 from pipeline.atomic_files import write_atomically
 
 CLASS_VOCABULARY = "class_vocabulary"
 NUM_LENGTH_BUCKETS = 16
+_VOCABULARY_FILE = "assets/" + CLASS_VOCABULARY
+METADATA_TEMP = "metadata"  # under the analysis's temp folder
 
 _ARROW_SCHEMA = pa.schema([
     pa.field(schema.RAW_X, pa.large_list(pa.float32())),
@@ -144,7 +146,17 @@ def length_stats(transform_output_dir: str) -> dict:
 
 class AnalyzeTrainingSplit(beam.PTransform):
     """Runs tf.Transform's analysis over batches of training drawings and
-    writes ``transform_output/`` and ``ink_length_stats.json``."""
+    writes ``transform_output/`` and ``ink_length_stats.json``.
+
+    Every step may run more than once (a runner retries a failed bundle, a
+    lost worker's bundle runs again, a zombie may finish late), so none moves
+    or deletes what an earlier attempt made. tf.Transform's own
+    ``WriteTransformFn`` renames a temp folder into place, which a second
+    attempt finds gone; here the analysis and the metadata write into unique
+    folders under ``temp_dir`` and ``PublishTransformOutput`` copies them file
+    by file (each through a temp name and a rename), so an attempt rewrites
+    the same bytes under the same names.
+    """
 
     def __init__(self, output_dir: str, temp_dir: str):
         super().__init__()
@@ -153,35 +165,63 @@ class AnalyzeTrainingSplit(beam.PTransform):
 
     def expand(self, batches):
         import tensorflow_transform.beam as tft_beam
+        from tensorflow_transform.beam.tft_beam_io import beam_metadata_io
 
         transform_dir = FileSystems.join(self._output_dir, schema.TRANSFORM_DIR)
         with tft_beam.Context(temp_dir=self._temp_dir, force_tf_compat_v1=True):
-            transform_fn = (
+            saved_model_dir, metadata = (
                 (batches, tensor_adapter_config())
                 | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
-            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
-        ordered = written | "OrderClassVocabulary" >> beam.Map(_order_class_vocabulary,
-                                                               transform_dir)
-        return ordered | "WriteLengthStats" >> beam.Map(
-            _write_length_stats, transform_dir,
-            FileSystems.join(self._output_dir, schema.LENGTH_STATS_FILE))
+            metadata_dir = metadata | "WriteMetadata" >> beam_metadata_io.WriteMetadata(
+                FileSystems.join(self._temp_dir, METADATA_TEMP), batches.pipeline,
+                write_to_unique_subdirectory=True)
+        published = saved_model_dir | "PublishTransformOutput" >> beam.Map(
+            publish_transform_output, beam.pvalue.AsSingleton(metadata_dir), transform_dir)
+        return published | "WriteLengthStats" >> beam.Map(
+            _write_length_stats, FileSystems.join(self._output_dir, schema.LENGTH_STATS_FILE))
 
 
-def _order_class_vocabulary(_, transform_dir: str) -> None:
-    """Puts the class vocabulary in the classes file's order (by name).
+def publish_transform_output(saved_model_dir: str, metadata_dir: str, transform_dir: str) -> str:
+    """Copies the analysis's SavedModel and metadata into ``transform_dir``
+    (tf.Transform's layout: ``transform_fn/``, ``transformed_metadata/``),
+    each file written to a temp name and renamed into place. Idempotent: the
+    sources are never moved, so an attempt that runs again, or one that failed
+    half way, writes the same bytes to the same names. Returns ``transform_dir``."""
+    import tensorflow_transform as tft
+
+    for source, name in ((saved_model_dir, tft.TFTransformOutput.TRANSFORM_FN_DIR),
+                         (metadata_dir, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)):
+        target = FileSystems.join(transform_dir, name)
+        for rel in sorted(_tree(source)):
+            with FileSystems.open(FileSystems.join(source, rel),
+                                  compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read()
+            if name == tft.TFTransformOutput.TRANSFORM_FN_DIR and rel == _VOCABULARY_FILE:
+                data = order_class_vocabulary(data)
+            write_atomically(FileSystems.join(target, rel), data)
+    return transform_dir
+
+
+def _tree(folder: str) -> list[str]:
+    """Every file under ``folder``, as paths relative to it."""
+    base = folder.rstrip("/")
+    found = FileSystems.match([FileSystems.join(base, "**")])[0].metadata_list
+    return [m.path[len(base):].lstrip("/") for m in found if not m.path.endswith("/")]
+
+
+def order_class_vocabulary(data: bytes) -> bytes:
+    """The class vocabulary in the classes file's order (by name).
 
     ``tft.vocabulary`` orders by frequency; a consumer that maps words to ids
     with it must get the trainer's ``class_index``. No op of the graph reads
-    the file, so rewriting it leaves the graph as it was.
+    the file, so reordering it leaves the graph as it was.
     """
-    path = FileSystems.join(transform_dir, "transform_fn", "assets", CLASS_VOCABULARY)
-    with FileSystems.open(path) as f:
-        lines = f.read().decode("utf-8").splitlines()
+    lines = data.decode("utf-8").splitlines()
     lines.sort(key=lambda line: line.split(" ", 1)[1])  # "count word", store_frequency
-    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _write_length_stats(_, transform_dir: str, path: str) -> dict:
+def _write_length_stats(transform_dir: str, path: str) -> dict:
     stats = length_stats(transform_dir)
     write_atomically(path, json.dumps(stats, indent=1).encode("utf-8"))
     return stats
