@@ -31,6 +31,9 @@ OUTPUT_PATTERNS = tuple(schema.shard_pattern(s) for s in schema.SPLITS) + (
     schema.CLASSES_FILE, schema.STATS_FILE, schema.LENGTH_STATS_FILE,
     schema.REJECTS_PREFIX + "-*", schema.TRANSFORM_DIR,
     ".tmp-*", "beam-temp-*")
+# Every top-level name a run writes into its folder, the lock and manifest
+# included: never read as input (see ``pipeline.inputs``).
+RUN_NAMES = OUTPUT_PATTERNS + (dataset_manifest.MANIFEST_FILE, dataset_manifest.LOCK_FILE)
 # What stays after a run that selected nothing: the report of why.
 DIAGNOSTICS = (schema.STATS_FILE, schema.REJECTS_PREFIX + "-*")
 TEMP_TRANSFORM = ".tmp-transform"

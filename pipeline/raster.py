@@ -65,11 +65,10 @@ def rasterize(strokes: Sequence[Stroke], size: int = 64,
     if not np.isfinite(points).all():
         raise ValueError("drawing has coordinates that are not finite")
 
-    low = points.min(axis=0)
-    high = points.max(axis=0)
-    low = np.where(low >= 0, low * np.float32(0.95), low * np.float32(1.05))
-    high = np.where(high >= 0, high * np.float32(1.05), high * np.float32(0.95))
-    points = (points - low) / np.maximum(high - low, 1) * size
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = _scaled(points, size, np.float32)
+    # None: the margins or the range overflow float32 near its largest number.
+    points = scaled if scaled is not None else _scaled(points, size, np.float64)
 
     image = Image.new("L", (size, size))
     draw = ImageDraw.Draw(image)
@@ -88,3 +87,18 @@ def rasterize(strokes: Sequence[Stroke], size: int = 64,
             draw.line(stroke_points.ravel().tolist(), fill=255,
                       width=line_width)
     return np.asarray(image)
+
+
+def _scaled(points: np.ndarray, size: int, dtype) -> np.ndarray | None:
+    """Points mapped onto the image, with the notebook's margins, computed in
+    ``dtype`` (float32 like the notebook, which gives its pixels); None where
+    the margins or the range are beyond ``dtype``."""
+    points = points.astype(dtype, copy=False)
+    low = points.min(axis=0)
+    high = points.max(axis=0)
+    low = np.where(low >= 0, low * dtype(0.95), low * dtype(1.05))
+    high = np.where(high >= 0, high * dtype(1.05), high * dtype(0.95))
+    span = high - low
+    if not np.isfinite(span).all():
+        return None
+    return (points - low) / np.maximum(span, 1) * size

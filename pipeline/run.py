@@ -20,8 +20,6 @@ if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv
     print("Quick, Draw! pipeline: loading Apache Beam...", flush=True)
 
 import difflib
-import fnmatch
-import glob
 import json
 import logging
 import os
@@ -30,18 +28,19 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
+from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.runner import PipelineState, create_runner
 
 import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from ndjson_format import file_class
-from pipeline import console, output_folder, sources
+from pipeline import console, inputs, output_folder, sources, worker
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions, help_parser
 from pipeline.tft_analysis import AnalyzeTrainingSplit
-from pipeline.transforms import (COUNTS, LINES, REJECTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
+from pipeline.transforms import (COUNTS, LINES, REJECT_PARTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
                                  RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards, WriteStats)
 
 WORK_DIR = ".tmp-work"  # the workers' spill and run files, removed at the end
@@ -62,44 +61,48 @@ def read_classes(value: str | None) -> list[str] | None:
                 names = schema.parse_classes(f.read())
         except (OSError, ValueError) as e:
             raise PipelineError("--classes=%s cannot be read as a file of class names: %s" % (
-                value, " ".join(str(e).split())[:200])) from None
+                quote(value, 200), " ".join(str(e).split())[:200])) from None
     else:
         names = [n.strip() for n in value.split(",")]
     names = [n for n in names if n]
     if not names:
-        raise PipelineError("--classes %r names no class" % value)
+        raise PipelineError("--classes=%s names no class" % quote(value))
     return names
 
 
-def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
-    """Files to read. A folder means its ``*.ndjson`` and ``*.ndjson.gz``.
-    When every input file is a class file (``ndjson_format.file_class``), only
-    the requested classes' files are read, and a requested class without a
-    file is an error before the job starts."""
+def match_inputs(pattern: str | None, classes: list[str] | None, output: str) -> inputs.Matched:
+    """Files to read, and the files pipeline runs wrote that the input also
+    matches, which are left out (``pipeline.inputs``). A folder means its
+    ``*.ndjson`` and ``*.ndjson.gz``. When every input file is a class file
+    (``ndjson_format.file_class``), only the requested classes' files are
+    read, and a requested class without a file is an error before the job starts."""
     pattern = pattern or SAMPLE_DIR
     patterns = [p.strip() for p in pattern.split(",") if p.strip()]
     expanded = []
     owner = []  # the pattern each expanded pattern comes from
+    roots = []  # the folder each expanded pattern starts from
     for p in patterns:
         is_glob = any(c in p for c in "*?[")
         if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
             base = p.rstrip("/")
             expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
             owner += [p, p]
+            roots += [base, base]
         else:
             expanded.append(p)
             owner.append(p)
+            roots.append(inputs.pattern_root(p))
     try:
-        found = FileSystems.match(expanded)
+        found, skipped = inputs.match(expanded, roots, output)
     except Exception as e:  # an unreadable folder or a bucket that does not exist
         raise PipelineError("--input=%s cannot be listed: %s" % (pattern, " ".join(str(e).split())[:200])) from None
-    matched = {p for p, result in zip(owner, found) if result.metadata_list}
+    matched = {p for p, paths in zip(owner, found) if paths}
     unmatched = [p for p in patterns if p not in matched]
     if unmatched and len(patterns) > 1:
-        raise PipelineError("--input: %s matches no file" % unmatched[0])
-    files = sorted({m.path for result in found for m in result.metadata_list} | set(_dangling_links(expanded)))
+        raise PipelineError("--input: %s matches no file%s" % (unmatched[0], _only_outputs(skipped)))
+    files = sorted({f for paths in found for f in paths})
     if not files:
-        raise PipelineError("--input=%s matches no file" % pattern)
+        raise PipelineError("--input=%s matches no file%s" % (pattern, _only_outputs(skipped)))
     for f in files:
         try:
             f.encode("utf-8")
@@ -112,28 +115,29 @@ def match_inputs(pattern: str | None, classes: list[str] | None) -> list[str]:
             if absent:
                 close = difflib.get_close_matches(absent[0], list(by_class), n=3)
                 raise PipelineError("--classes: %s not in the input (no %s.ndjson[.gz] among its %d "
-                                    "files)%s" % (", ".join(absent), absent[0], len(files),
+                                    "files)%s" % (quote_names(absent), quote(absent[0]), len(files),
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
-    return files
+    return inputs.Matched(files, skipped)
 
 
-def _dangling_links(patterns: list[str]) -> list[str]:
-    """Local symbolic links that the patterns match and whose target is gone.
-    Beam's listing leaves them out without a word; as inputs they are read,
-    and reported as unreadable files, like any file that cannot be opened."""
-    return [f for p in patterns if "://" not in p for f in glob.glob(p)
-            if os.path.islink(f) and not os.path.exists(f)]
+def _only_outputs(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    return " but files pipeline runs write (%d, such as %s), which are never read" % (len(skipped), skipped[0])
 
 
-def _is_output(path: str, output: str) -> bool:
-    """True for a file an earlier run wrote into ``output`` (its rejects, when
-    the input folder is the output folder): never an input of this run."""
-    folder, _, name = path.rpartition("/")
-    if "://" not in output:
-        folder, output = os.path.abspath(folder or "."), os.path.abspath(output)
-    return folder.rstrip("/") == output.rstrip("/") and any(
-        fnmatch.fnmatchcase(name, p) for p in output_folder.OUTPUT_PATTERNS)
+def quote(value: str, limit: int = 40) -> str:
+    """A value for a one-line error: printable, at most ``limit`` characters
+    and a count of the rest."""
+    text = value if value.isprintable() else ascii(value)[1:-1]
+    return text if len(text) <= limit else "%s... (%d characters)" % (text[:limit], len(value))
+
+
+def quote_names(names: list[str], most: int = 3) -> str:
+    """The first few names, quoted, and how many more."""
+    shown = ", ".join(quote(n) for n in names[:most])
+    return shown + (" and %d more" % (len(names) - most) if len(names) > most else "")
 
 
 def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
@@ -147,16 +151,17 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, file
         units, work_dir, opts.seed, quota.total, opts.max_points, opts.max_bytes,
         opts.recognized_only, classes, warm_up_transform=analyze)
     plans, selected_counts = read.ranks | "PlanClasses" >> PlanClasses(quota)
-    sections, class_names, duplicates, train_rows = (
+    sections, class_names, copies, train_rows, copy_counts = (
         (read[SPILLS], plans)
-        | "EncodeSpills" >> EncodeSpills(work_dir, opts.seed, opts.output_shards, opts.raster, analyze))
+        | "EncodeSpills" >> EncodeSpills(work_dir, opts.seed, opts.output_shards, opts.raster, analyze, files))
     written = sections | "WriteShards" >> WriteShards(opts.output, work_dir, quota, opts.output_shards)
+    rejects = ((read[REJECT_PARTS], copies) | "AllRejects" >> beam.Flatten(), read[LINES]) | (
+        "WriteRejects" >> WriteRejects(opts.output))
     finished = [
-        written | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir),
+        (written, rejects) | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir),
         class_names | "WriteClassFile" >> WriteClassFile(opts.output),
-        ((read[REJECTS], duplicates) | "AllRejects" >> beam.Flatten(), read[LINES]) | "WriteRejects" >> WriteRejects(
-            opts.output, files),
-        ((read[COUNTS], selected_counts) | "AllCounts" >> beam.Flatten()
+        rejects,
+        ((read[COUNTS], selected_counts, copy_counts) | "AllCounts" >> beam.Flatten()
          | "WriteStats" >> WriteStats(opts.output))]
     if analyze:
         finished.append(train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir))
@@ -207,10 +212,6 @@ class _StrictParser(_BeamArgumentParser):
         raise PipelineError(message)
 
 
-def _check_values(opts: QuickDrawOptions) -> None:
-    """Values out of range, named by their flag."""
-    if not opts.output or not opts.output.strip():
-        raise PipelineError("--output is empty: name the dataset's folder")
 # Drawings per class in train and eval when not given: the tutorial's for real
 # data; for the bundled sample (25 a class), what it holds, so that the run
 # with no flags gives a dataset the trainer can use.
@@ -225,14 +226,33 @@ def _default_counts(opts: QuickDrawOptions) -> None:
             setattr(opts, name, value)
 
 
+# The numeric options' ranges: beyond them a value is a typo, not a dataset.
+BOUNDS = {"train_observations_per_class": (0, 10 ** 8), "eval_observations_per_class": (0, 10 ** 8),
+          "test_observations_per_class": (0, 10 ** 8), "output_shards": (1, 10_000),
+          "max_points": (0, 10 ** 8), "max_bytes": (0, 1 << 30)}
+_WHY_BOUND = {
+    "train_observations_per_class": "the whole dataset holds 50M drawings",
+    "eval_observations_per_class": "the whole dataset holds 50M drawings",
+    "test_observations_per_class": "the whole dataset holds 50M drawings",
+    "output_shards": "5,000 drawings a shard for the whole dataset; each shard is a file",
+    "max_points": "0: no cap",
+    "max_bytes": "a line is held in memory up to this size; 0: no cap",
+}
+WORKERS_PER_CORE = 4
+
+
+def _check_values(opts: QuickDrawOptions) -> None:
+    """Values out of range, named by their flag."""
+    if not opts.output or not opts.output.strip():
+        raise PipelineError("--output is empty: name the dataset's folder")
     if not -2 ** 63 <= opts.seed < 2 ** 63:
         raise PipelineError("--seed=%d: must be a 64-bit integer" % opts.seed)
-    minimum = {"train_observations_per_class": 0, "eval_observations_per_class": 0,
-               "test_observations_per_class": 0, "output_shards": 1, "max_points": 0, "max_bytes": 0}
-    for name, low in minimum.items():
+    for name, (low, high) in BOUNDS.items():
         value = getattr(opts, name)
         if value < low:
             raise PipelineError("--%s=%d: must be at least %d" % (name, value, low))
+        if value > high:
+            raise PipelineError("--%s=%d: must be at most %d (%s)" % (name, value, high, _WHY_BOUND[name]))
 
 
 def _check_runner(options: PipelineOptions) -> None:
@@ -247,6 +267,10 @@ def _check_runner(options: PipelineOptions) -> None:
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:
         raise PipelineError("--direct_num_workers=%d: must be at least 0 (0: one per core)" % workers)
+    most = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers is not None and workers > most:
+        raise PipelineError("--direct_num_workers=%d: must be at most %d on this machine (%d per core; "
+                            "each is a process)" % (workers, most, WORKERS_PER_CORE))
 
 
 def local_runner(options: PipelineOptions):
@@ -261,13 +285,21 @@ def local_runner(options: PipelineOptions):
     if runner is not None and not isinstance(create_runner(runner), SwitchingDirectRunner):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     # The workers read the pipeline's options (filesystems, credentials) from here.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+    return _LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+class _LocalRunner(fn_runner.FnApiRunner):
+    """Beam's FnApiRunner, whose worker processes end with this process
+    (``pipeline.worker``) instead of outliving a killed launcher."""
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        worker.use_for_local_workers(pipeline_proto, os.getpid())
+        return super().run_via_runner_api(pipeline_proto, options)
 
 
 def recorded_options(opts: QuickDrawOptions) -> dict:
@@ -283,7 +315,7 @@ def dataset_problem(stats: dict, classes: list[str] | None) -> str | None:
     absent = [c for c in classes or () if not sum(stats["classes"].get(c, {}).get("selected", {}).values())]
     if absent:
         return "--classes: %s not in the input (no valid drawing of %s); see %s" % (
-            ", ".join(absent), "it" if len(absent) == 1 else "them", schema.STATS_FILE)
+            quote_names(absent), "it" if len(absent) == 1 else "them", schema.STATS_FILE)
     return None
 
 
@@ -322,11 +354,11 @@ class SealDataset(beam.PTransform):
                 | "WriteManifest" >> beam.Map(seal, *self._args, *waits))
 
 
-def _finish(output: str, quota: split_lib.Quota, classes) -> dict:
+def _finish(output: str, quota: split_lib.Quota, classes, skipped: int) -> dict:
     """After the job, in the launcher: the summary; a dataset that is not the
     one asked for is refused and its outputs removed (stats and rejects stay)."""
     stats = _read_stats(output)
-    print(stats_lib.summary(stats, output, quota.total))
+    print(stats_lib.summary(stats, output, quota.total, skipped))
     problem = dataset_problem(stats, classes)
     if problem:
         output_folder.remove_outputs(output, keep=output_folder.DIAGNOSTICS)
@@ -341,19 +373,19 @@ def run(argv: list[str] | None = None) -> dict:
     ({} where the runner goes on without waiting, e.g. a template launch)."""
     options = PipelineOptions(check_argv(list(argv or [])))
     opts = options.view_as(QuickDrawOptions)
+    _default_counts(opts)
     _check_values(opts)
     _check_runner(options)
     quota = split_lib.Quota(opts.train_observations_per_class, opts.eval_observations_per_class,
                             opts.test_observations_per_class)
-    _default_counts(opts)
     if quota.total == 0:
         raise PipelineError("every --*_observations_per_class is 0: nothing to select")
     classes = read_classes(opts.classes)
-    files = match_inputs(opts.input, classes)
     output = opts.output.rstrip("/") or "/"
-    files = [f for f in files if not _is_output(f, output)]
-    if not files:
-        raise PipelineError("--input=%s matches only outputs of a run into --output=%s" % (opts.input, output))
+    files, skipped = match_inputs(opts.input, classes, output)
+    if skipped:
+        logging.info("Leaving out %d files of the input that pipeline runs wrote, such as %s",
+                     len(skipped), skipped[0])
     try:
         output_folder.check_writable(output, "--output")
         temp_location = options.view_as(GoogleCloudOptions).temp_location
@@ -381,7 +413,7 @@ def run(argv: list[str] | None = None) -> dict:
             logging.info("The job goes on without this launcher (state %s); it writes %s when the "
                          "dataset is complete", p.result.state, dataset_manifest.MANIFEST_FILE)
             return {}
-        return _finish(output, quota, classes)
+        return _finish(output, quota, classes, len(skipped))
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     finally:

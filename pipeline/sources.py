@@ -13,12 +13,17 @@ and the seed only.
 
 Damage ends the reading of a file and is reported, never raised: a gzip stream
 cut short (an interrupted download), corrupt compressed data, a file that
-cannot be opened or read, a directory where a file was expected. The complete
-lines read before the damage are used like any other; the partial line at the
-cut, and everything after it, are not read.
+cannot be opened or read, a directory where a file was expected, or anything
+else that is not a regular file once links are followed (a FIFO, a device such
+as /dev/zero, a socket): such a file is found by its status before it is
+opened, since opening a FIFO waits for a writer and a device never ends. The
+complete lines read before the damage are used like any other; the partial
+line at the cut, and everything after it, are not read.
 """
 from __future__ import annotations
 
+import os
+import stat
 import zlib
 from typing import Iterator, NamedTuple
 
@@ -32,12 +37,14 @@ UNITS_PER_JOB = 16
 TRUNCATED_GZIP = "truncated_gzip"
 CORRUPT_GZIP = "corrupt_gzip"
 IS_A_DIRECTORY = "is_a_directory"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
 UNREADABLE = "unreadable"
 
 DAMAGE_REASONS = {
     TRUNCATED_GZIP: "the gzip stream ends before its end marker (an interrupted download?)",
     CORRUPT_GZIP: "the compressed data is not valid gzip",
     IS_A_DIRECTORY: "a directory where an input file was expected",
+    NOT_A_REGULAR_FILE: "a FIFO, device or socket where an input file was expected",
     UNREADABLE: "the file could not be opened or read",
 }
 
@@ -106,7 +113,47 @@ def plan_units(files: list[str], sizes: list[int | None], target: int | None = N
     return units
 
 
+def is_local(path: str) -> bool:
+    """True for a path of the local filesystem (not gs:// or another store)."""
+    return FileSystems.get_scheme(path) is None
+
+
+def _regular(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise Damage(IS_A_DIRECTORY, "%s is a directory" % path)
+    if not stat.S_ISREG(mode):
+        raise Damage(NOT_A_REGULAR_FILE, "%s is a %s" % (path, _kind(mode)))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _open_local(path: str):
+    """A local regular file, opened for reading. Its status is checked before
+    it is opened, and again on the descriptor (opened non-blocking, so a
+    FIFO put in its place meanwhile cannot make the open wait)."""
+    try:
+        _regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise Damage(UNREADABLE, "%s: %s" % (type(e).__name__, e)) from None
+    try:
+        _regular(path, os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def _open(path: str):
+    if is_local(path):
+        return _open_local(path)
     try:
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except IsADirectoryError as e:

@@ -7,6 +7,13 @@ is known has the class ``None`` and counts in the totals only.
 ``damaged_files`` names each input file that could not be read to its end,
 with the reason (see ``pipeline.sources``); the lines read from it before the
 damage are counted like any other.
+
+The rejects file holds a sample of each file's bad lines, so that a file of
+millions of them cannot fill the disk or a worker's memory: the first
+REJECTS_PER_FILE lines rejected while reading each file, and of the extra
+copies of one drawing within one unit of input the first COPIES_PER_DRAWING.
+Blank lines are counted only. ``rejects_left_out`` says, per file, how many
+rejected lines the counts hold that the rejects file does not.
 """
 from __future__ import annotations
 
@@ -23,11 +30,26 @@ SELECTED = "selected:"
 DAMAGED = "damaged:"
 # Extra copies of a selected drawing: a reject reason of their own.
 DUPLICATE = "duplicate"
+BLANK_LINE = "blank_line"
+REJECTS_PER_FILE = 1000
+COPIES_PER_DRAWING = 10
+# Per-file count fields (class None) behind ``rejects_left_out``, each + path:
+BLANK_LINES = "blank_lines:"        # blank lines, never written
+REJECTED_LINES = "rejected_lines:"  # other lines rejected while reading
+COPIES_LEFT_OUT = "copies_left_out:"  # copies of a drawing past COPIES_PER_DRAWING
+_PER_FILE = (BLANK_LINES, REJECTED_LINES, COPIES_LEFT_OUT)
 
 
 def damaged_field(reason: str, path: str) -> str:
     """The count field of a damaged file (counted under the class None)."""
     return DAMAGED + reason + ":" + path
+
+
+def left_out(per_file: dict[str, int]) -> int:
+    """Rejected lines of a file not in the rejects file, from its per-file
+    counts ``{BLANK_LINES: n, ...}``."""
+    return (per_file.get(BLANK_LINES, 0) + max(0, per_file.get(REJECTED_LINES, 0) - REJECTS_PER_FILE)
+            + per_file.get(COPIES_LEFT_OUT, 0))
 
 
 class SumCounts(beam.CombineFn):
@@ -61,10 +83,15 @@ def build_stats(counts: dict) -> dict:
     totals = _empty()
     valid: collections.Counter = collections.Counter()
     damaged: dict[str, str] = {}
+    per_file: dict[str, dict] = collections.defaultdict(dict)
     for (word, field), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
         if field.startswith(DAMAGED):
             reason, path = field[len(DAMAGED):].split(":", 1)
             damaged.setdefault(path, reason)
+            continue
+        kind = next((k for k in _PER_FILE if field.startswith(k)), None)
+        if kind:
+            per_file[field[len(kind):]][kind] = n
             continue
         targets = [totals] if word is None else [totals, classes.setdefault(word, _empty())]
         for c in targets:
@@ -88,8 +115,9 @@ def build_stats(counts: dict) -> dict:
         rest = sum(c["selected"].values()) + c["unselected"] + c["filtered"] + sum(c["rejected"].values())
         if rest != c["read"]:
             raise AssertionError("counts of %r do not add up: read %d, accounted %d" % (name, c["read"], rest))
+    left = {path: left_out(c) for path, c in sorted(per_file.items()) if left_out(c)}
     return {"totals": totals, "classes": dict(sorted(classes.items())),
-            "damaged_files": dict(sorted(damaged.items()))}
+            "damaged_files": dict(sorted(damaged.items())), "rejects_left_out": left}
 
 
 def short_classes(stats: dict, wanted: int) -> list[str]:
@@ -97,8 +125,9 @@ def short_classes(stats: dict, wanted: int) -> list[str]:
     return [w for w, c in stats["classes"].items() if sum(c["selected"].values()) < wanted]
 
 
-def summary(stats: dict, output: str, wanted: int) -> str:
-    """The few lines printed at the end of a run."""
+def summary(stats: dict, output: str, wanted: int, skipped_outputs: int = 0) -> str:
+    """The few lines printed at the end of a run; ``skipped_outputs``: files
+    the input matched that pipeline runs wrote, left out."""
     t = stats["totals"]
     short = short_classes(stats, wanted)
     lines = [
@@ -109,12 +138,20 @@ def summary(stats: dict, output: str, wanted: int) -> str:
     ]
     for reason, n in sorted(t["rejected"].items()):
         lines.append("    rejected %-24s %d" % (reason, n))
+    left = stats.get("rejects_left_out", {})
+    if left:
+        lines.append("  %d rejected lines of %d files counted, not written to the rejects file (blank lines, "
+                     "rejects past a file's first %d, copies past a drawing's first %d): see stats.json" % (
+                         sum(left.values()), len(left), REJECTS_PER_FILE, COPIES_PER_DRAWING))
     damaged = stats.get("damaged_files", {})
     if damaged:
         lines.append("  %d damaged input files, read up to the damage (see stats.json):" % len(damaged))
         lines += ["    %s: %s" % (path, reason) for path, reason in list(damaged.items())[:20]]
         if len(damaged) > 20:
             lines.append("    ...")
+    if skipped_outputs:
+        lines.append("  %d files of the input left out: written by pipeline runs (manifest, stats, "
+                     "rejects, shards, ...)" % skipped_outputs)
     if short:
         lines.append("  %d classes had fewer drawings than asked for (see stats.json): %s" % (
             len(short), ", ".join(short[:10]) + (" ..." if len(short) > 10 else "")))

@@ -45,7 +45,7 @@ from pipeline.parse import normalize_many
 from pipeline.raster import rasterize
 from pipeline.tft_analysis import to_record_batch
 
-REJECTS, COUNTS, TRAIN_ROWS, SPILLS, LINES = "rejects", "counts", "train_rows", "spills", "lines"
+REJECT_PARTS, COUNTS, TRAIN_ROWS, SPILLS, LINES = "reject_parts", "counts", "train_rows", "spills", "lines"
 _NAMESPACE = "quickdraw"
 _MAX_REJECT_TEXT = 100_000
 _BATCH_ROWS = 8192
@@ -82,10 +82,11 @@ class _ReadUnit(beam.DoFn):
     def process(self, element):
         number, ranges = element
         counts = collections.Counter()
-        candidates = collections.defaultdict(list)
+        candidates = collections.defaultdict(_Candidates)
         prune_at = 2 * self._wanted + 1000
+        rejects = _RejectsPart(FileSystems.join(self._work_dir, "rejects-read-%06d" % number))
         for r in ranges:
-            lines = 0
+            lines = written = 0
             expected_word = file_class(r.path)
             try:
                 for offset, line in sources.read_lines(r, self._max_bytes):
@@ -96,7 +97,13 @@ class _ReadUnit(beam.DoFn):
                         reject = d
                         counts[(reject.word, stats_lib.READ)] += 1
                         counts[(reject.word, stats_lib.REJECTED + reject.reason)] += 1
-                        yield beam.pvalue.TaggedOutput(REJECTS, _reject(r, lines, reject.reason, line))
+                        if reject.reason == stats_lib.BLANK_LINE:
+                            counts[(None, stats_lib.BLANK_LINES + r.path)] += 1
+                            continue
+                        counts[(None, stats_lib.REJECTED_LINES + r.path)] += 1
+                        if written < stats_lib.REJECTS_PER_FILE:
+                            rejects.add(r.path, r.start, lines, written, _reject(reject.reason, line))
+                            written += 1
                         continue
                     word = d.word
                     counts[(word, stats_lib.READ)] += 1
@@ -109,23 +116,91 @@ class _ReadUnit(beam.DoFn):
                     self._valid.inc()
                     rank = split_lib.rank_key(self._seed, d.key_id, r.file, offset, line)
                     bucket = candidates[word]
-                    bucket.append((rank, d.key_id, d.countrycode, d.recognized, d.timestamp,
-                                   d.points.tobytes(), r.start, lines))
-                    if len(bucket) >= prune_at:
-                        candidates[word] = split_lib.keep_lowest(bucket, self._wanted)
+                    if bucket.add(rank, (d.key_id, d.countrycode, d.recognized, d.timestamp,
+                                         d.points.tobytes(), r.start, lines)) >= prune_at:
+                        bucket.prune(self._wanted)
             except sources.Damage as damage:
                 logging.warning("Damaged input %s (%s): read %d lines before the damage",
                                 r.path, damage.detail, lines)
                 counts[(None, stats_lib.damaged_field(damage.reason, r.path))] += 1
-            yield beam.pvalue.TaggedOutput(LINES, ((r.path, r.start), lines))
+            yield beam.pvalue.TaggedOutput(LINES, ((r.path, r.start), (lines, written)))
             console.range_done(r.path, lines, last=r.end is None)
-        kept = {word: split_lib.keep_lowest(bucket, self._wanted) for word, bucket in candidates.items()}
+        if rejects.close():
+            yield beam.pvalue.TaggedOutput(REJECT_PARTS, rejects.path)
+        kept = {word: bucket.spill(self._wanted) for word, bucket in candidates.items()}
         if kept:
             path = FileSystems.join(self._work_dir, "spill-%06d" % number)
             _write_file(path, pickle.dumps(sorted(kept.items()), protocol=pickle.HIGHEST_PROTOCOL))
             yield beam.pvalue.TaggedOutput(SPILLS, (number, path))
             yield from _write_ranks(FileSystems.join(self._work_dir, "ranks-%06d" % number), kept)
         yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
+
+
+class _Candidates:
+    """One class's candidates in one unit: the first copy of each drawing (a
+    tuple led by its rank), and of its other copies in the unit the positions
+    ``(file, range start, line in range)`` of the first COPIES_PER_DRAWING and
+    a count per file of the rest. Only a first copy can be selected, so the
+    others are never held: a unit of a million copies of one line holds one."""
+
+    def __init__(self):
+        self.items: list = []
+        self._copies: dict = {}
+
+    def add(self, rank: tuple, payload: tuple) -> int:
+        """Adds a drawing; returns the number of first copies held."""
+        copies = self._copies.get(split_lib.identity(rank))
+        if copies is None:
+            self._copies[split_lib.identity(rank)] = ([], collections.Counter())
+            self.items.append((rank,) + payload)
+        elif len(copies[0]) < stats_lib.COPIES_PER_DRAWING:
+            copies[0].append((rank[2], payload[-2], payload[-1]))
+        else:
+            copies[1][rank[2]] += 1
+        return len(self.items)
+
+    def prune(self, n: int) -> None:
+        """Keeps the ``n`` lowest-ranked drawings. A later copy of a drawing
+        dropped here comes back as a first copy, and is dropped again: lower
+        ranks fill the ``n`` places."""
+        self.items = split_lib.keep_lowest(self.items, n)
+        self._copies = {split_lib.identity(item[0]): self._copies[split_lib.identity(item[0])]
+                        for item in self.items}
+
+    def spill(self, n: int) -> list:
+        """The ``n`` lowest-ranked drawings as spill items: the first copy's
+        fields, then the positions and the per-file counts of the other copies."""
+        self.prune(n)
+        out = []
+        for item in self.items:
+            positions, rest = self._copies[split_lib.identity(item[0])]
+            out.append(item + (tuple(positions), tuple(sorted(rest.items()))))
+        return out
+
+
+class _RejectsPart:
+    """A worker's rejects, streamed to a part file of the work folder as they
+    come (``[file, range start, line in range, index among the range's
+    rejects or None, record]`` per line), under a temporary name until closed."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._tmp = None
+        self._file = None
+
+    def add(self, file: str, start: int, line: int, index: int | None, record: dict) -> None:
+        if self._file is None:
+            self._tmp = temp_path(self.path)
+            self._file = FileSystems.create(self._tmp)
+        self._file.write(orjson.dumps([file, start, line, index, record]) + b"\n")
+
+    def close(self) -> bool:
+        """Publishes the part; False if it holds nothing (no file)."""
+        if self._file is None:
+            return False
+        self._file.close()
+        publish(self._tmp, self.path)
+        return True
 
 
 def plan_group(word: str) -> int:
@@ -166,20 +241,19 @@ def _write_file(path: str, data: bytes) -> None:
     write_atomically(path, data)
 
 
-def _reject(r: sources.Range, local_line: int, reason: str, line: bytes, **extra) -> tuple:
-    """A reject keyed by where its line number is resolved: lines of a range
-    are counted from the range's start (see ``WriteRejects``)."""
+def _reject(reason: str, line: bytes) -> dict:
+    """The record of a rejected line, its text cut at _MAX_REJECT_TEXT characters."""
     text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    record = {"file": r.path, "reason": reason, "text": text[:_MAX_REJECT_TEXT], **extra}
+    record = {"reason": reason, "text": text[:_MAX_REJECT_TEXT]}
     if len(text) > _MAX_REJECT_TEXT:
         record["truncated"] = True
-    return (r.path, r.start, local_line), record
+    return record
 
 
 class ReadDrawings(beam.PTransform):
     """Units of input -> ``(planning task, section of a rank file)``; tagged outputs: the
-    spill files ``(unit, path)``, rejects, partial counts and the number of
-    lines of each range."""
+    spill files ``(unit, path)``, the rejects part files, partial counts and, per
+    range, its number of lines and of rejects written."""
 
     def __init__(self, units: list, work_dir: str, seed: int, wanted: int, max_points: int,
                  max_bytes: int, recognized_only: bool, classes: list[str] | None,
@@ -193,7 +267,7 @@ class ReadDrawings(beam.PTransform):
         return (
             pbegin
             | "Units" >> beam.Create(self._units)
-            | "Read" >> beam.ParDo(self._read).with_outputs(REJECTS, COUNTS, SPILLS, LINES, main="ranks"))
+            | "Read" >> beam.ParDo(self._read).with_outputs(REJECT_PARTS, COUNTS, SPILLS, LINES, main="ranks"))
 
 
 # --- 2. Planning --------------------------------------------------------------
@@ -266,9 +340,12 @@ class PlanClasses(beam.PTransform):
 
 class _EncodeSpill(beam.DoFn):
     """One spill -> the selected drawings encoded into a run file, sorted by
-    (split, shard, shuffle order, bytes); emits each (split, shard) section."""
+    (split, shard, shuffle order, bytes); emits each (split, shard) section.
+    The copies of selected drawings go to a rejects part file as duplicates."""
 
-    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool):
+    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool,
+                 files: list[str]):
+        self._files = files
         self._work_dir = work_dir
         self._seed = seed
         self._shards = shards
@@ -286,6 +363,8 @@ class _EncodeSpill(beam.DoFn):
             kept = pickle.loads(f.read())
         records = []
         train_rows = []
+        copies = _RejectsPart(FileSystems.join(self._work_dir, "rejects-copies-%06d" % number))
+        counts = collections.Counter()
         for word, items in kept:
             plan = plans[word]
             class_index = self._index[word]
@@ -295,7 +374,9 @@ class _EncodeSpill(beam.DoFn):
                 if split is not None:
                     chosen.append((split, item))
                 elif item[0] in plan.dropped:
-                    yield beam.pvalue.TaggedOutput(REJECTS, _duplicate(item))
+                    copies.add(*self._duplicate(item[1], (item[0][2], item[6], item[7])))
+                if split is not None or item[0] in plan.dropped:
+                    self._other_copies(word, item, copies, counts)
             points = [np.frombuffer(item[5], dtype=np.float32).reshape(-1, 3) for _, item in chosen]
             inks = normalize_many(points)
             for (split, item), p, ink in zip(chosen, points, inks):
@@ -308,6 +389,10 @@ class _EncodeSpill(beam.DoFn):
                 if split == schema.TRAIN and self._analyze:
                     train_rows.append((word, p))
         del kept
+        if copies.close():
+            yield beam.pvalue.TaggedOutput(REJECT_PARTS, copies.path)
+        if counts:
+            yield beam.pvalue.TaggedOutput(COUNTS, dict(counts))
         for start in range(0, len(train_rows), _BATCH_ROWS):
             yield beam.pvalue.TaggedOutput(TRAIN_ROWS, to_record_batch(train_rows[start:start + _BATCH_ROWS]))
         if not records:
@@ -333,10 +418,22 @@ class _EncodeSpill(beam.DoFn):
             yield (schema.SPLITS[split_index], shard), (path, begin, end)
 
 
-def _duplicate(item: tuple) -> tuple:
-    """The reject record of an extra copy of a selected drawing; its file is
-    named by its index in the input list."""
-    return (item[0][2], item[6], item[7]), {"reason": stats_lib.DUPLICATE, "key_id": item[1]}
+    def _duplicate(self, key_id: str, position: tuple) -> tuple:
+        """``_RejectsPart.add``'s arguments for a copy of a selected drawing at
+        ``(file index, range start, line in range)``."""
+        file, start, line = position
+        return self._files[file], start, line, None, {"reason": stats_lib.DUPLICATE, "key_id": key_id}
+
+    def _other_copies(self, word: str, item: tuple, copies: _RejectsPart, counts: collections.Counter):
+        """The copies of a selected drawing that its unit held back (see
+        ``_Candidates``): duplicates, the first few written, the rest counted."""
+        positions, rest = item[8], item[9]
+        for position in positions:
+            copies.add(*self._duplicate(item[1], position))
+        for file, n in rest:
+            counts[(None, stats_lib.COPIES_LEFT_OUT + self._files[file])] += n
+        if positions or rest:
+            counts[(word, stats_lib.REJECTED + stats_lib.DUPLICATE)] += len(positions) + sum(n for _, n in rest)
 
 
 def _strokes(points):
@@ -347,11 +444,13 @@ def _strokes(points):
 
 class EncodeSpills(beam.PTransform):
     """(spills, plans) -> ``((split, shard), (run file, start, end))`` sections,
-    plus the class list, rejects for dropped copies and training batches."""
+    plus the class list, rejects part files of the dropped copies, training
+    batches and the counts of copies."""
 
-    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool):
+    def __init__(self, work_dir: str, seed: int, shards: int, raster: bool, analyze: bool,
+                 files: list[str]):
         super().__init__()
-        self._encode = _EncodeSpill(work_dir, seed, shards, raster, analyze)
+        self._encode = _EncodeSpill(work_dir, seed, shards, raster, analyze, files)
 
     def expand(self, inputs):
         spills, plans = inputs
@@ -360,8 +459,8 @@ class EncodeSpills(beam.PTransform):
             spills
             | "Spread" >> beam.Reshuffle()
             | "Encode" >> beam.ParDo(self._encode, beam.pvalue.AsSingleton(plans)).with_outputs(
-                REJECTS, TRAIN_ROWS, main="sections"))
-        return encoded.sections, classes, encoded[REJECTS], encoded[TRAIN_ROWS]
+                REJECT_PARTS, TRAIN_ROWS, COUNTS, main="sections"))
+        return encoded.sections, classes, encoded[REJECT_PARTS], encoded[TRAIN_ROWS], encoded[COUNTS]
 
 
 # --- 4. Writing ---------------------------------------------------------------
@@ -450,20 +549,22 @@ def _write_run(path: str, frames) -> tuple:
 
 
 class RemoveWorkFiles(beam.PTransform):
-    """Deletes the temporary folder once every shard is written."""
+    """Deletes the temporary folder once every shard and the rejects file
+    (which reads its part files there) are written."""
 
     def __init__(self, work_dir: str):
         super().__init__()
         self._work_dir = work_dir
 
-    def expand(self, written):
+    def expand(self, done):
+        written, rejects = done
         return (
             written.pipeline
             | "Folder" >> beam.Create([self._work_dir])
-            | "Delete" >> beam.Map(_delete_folder, beam.pvalue.AsList(written)))
+            | "Delete" >> beam.Map(_delete_folder, beam.pvalue.AsList(written), beam.pvalue.AsList(rejects)))
 
 
-def _delete_folder(folder: str, written) -> int:
+def _delete_folder(folder: str, written, _) -> int:
     if FileSystems.exists(folder):
         FileSystems.delete([folder])
     return len(written)
@@ -501,51 +602,55 @@ class WriteStats(beam.PTransform):
 
 
 def _line_starts(lines: list) -> dict:
-    """``{(path, range start): lines of that file before the range}``."""
+    """``{(path, range start): (lines, rejects written) of that file before the range}``."""
     by_path = collections.defaultdict(list)
-    for (path, start), n in lines:
-        by_path[path].append((start, n))
+    for (path, start), counts in lines:
+        by_path[path].append((start, counts))
     before = {}
     for path, ranges in by_path.items():
-        total = 0
-        for start, n in sorted(ranges):
-            before[(path, start)] = total
+        total = written = 0
+        for start, (n, w) in sorted(ranges):
+            before[(path, start)] = (total, written)
             total += n
+            written += w
     return before
 
 
-class _NumberRejects(beam.DoFn):
-    """Turns a range's line count into the file's line number."""
-
-    def __init__(self, files: list[str]):
-        self._files = files
-        self._lines_id = None
-        self._before: dict = {}
-
-    def process(self, element, lines):
-        (path, start, local), record = element
-        if self._lines_id != id(lines):
-            self._before = _line_starts(lines)
-            self._lines_id = id(lines)
-        if isinstance(path, int):
-            path = self._files[path]
-        out = {"file": path, "line": self._before.get((path, start), 0) + local}
-        out.update(record)
-        yield orjson.dumps(out).decode("utf-8")
+def _write_rejects(_, path: str, parts: list[str], lines: list) -> int:
+    """Streams the part files into the rejects file: each line gets its
+    file's line number, and of the lines rejected while reading a file only
+    its first REJECTS_PER_FILE are kept (a range writes at most that many, not
+    knowing how many the file's earlier ranges wrote). Returns the number written."""
+    before = _line_starts(lines)
+    tmp = temp_path(path)
+    n = 0
+    with FileSystems.create(tmp) as out:
+        for part in sorted(parts):
+            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                for raw in f:
+                    file, start, local, index, record = orjson.loads(raw)
+                    lines_before, written_before = before.get((file, start), (0, 0))
+                    if index is not None and written_before + index >= stats_lib.REJECTS_PER_FILE:
+                        continue
+                    out.write(orjson.dumps(dict({"file": file, "line": lines_before + local}, **record)) + b"\n")
+                    n += 1
+    publish(tmp, path)
+    return n
 
 
 class WriteRejects(beam.PTransform):
-    """``rejects-*.ndjson``: file, line, reason and the original text (a
-    dropped copy of a drawing: its key_id instead of the text)."""
+    """``rejects-00000-of-00001.ndjson``: file, line, reason and the original
+    text (a dropped copy of a drawing: its key_id instead of the text), from
+    the workers' part files; nothing of it goes through the runner."""
 
-    def __init__(self, output: str, files: list[str]):
+    def __init__(self, output: str):
         super().__init__()
-        self._prefix = FileSystems.join(output, schema.REJECTS_PREFIX)
-        self._number = _NumberRejects(files)
+        self._path = FileSystems.join(output, schema.REJECTS_PREFIX + "-00000-of-00001" + schema.REJECTS_SUFFIX)
 
     def expand(self, inputs):
-        rejects, lines = inputs
+        parts, lines = inputs
         return (
-            rejects
-            | "Number" >> beam.ParDo(self._number, beam.pvalue.AsList(lines))
-            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=schema.REJECTS_SUFFIX))
+            parts.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(_write_rejects, self._path, beam.pvalue.AsList(parts),
+                                  beam.pvalue.AsList(lines)))

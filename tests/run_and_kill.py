@@ -15,7 +15,7 @@ import sys
 from apache_beam.io.filesystems import FileSystems
 
 import dataset_manifest
-from pipeline import run
+from pipeline import run, sources
 
 
 def _die(*_args, **_kwargs):
@@ -43,11 +43,24 @@ def _kill_on(method: str, count: int, wanted, before: bool) -> None:
     setattr(FileSystems, method, staticmethod(wrapper))
 
 
+def _kill_on_input(count: int) -> None:
+    """Kills the process as the ``count``-th input file is opened."""
+    real = sources._open  # pylint: disable=protected-access
+    seen = []
+
+    def wrapper(path):
+        seen.append(path)
+        if len(seen) >= count:
+            _die()
+        return real(path)
+
+    sources._open = wrapper  # pylint: disable=protected-access
+
+
 def main() -> None:
     point, argv = sys.argv[1], sys.argv[2:]
     if point == "reading":
-        _kill_on("open", 3, lambda p: p.endswith((".ndjson", ".ndjson.gz")) and "/rejects-" not in p,
-                 before=True)
+        _kill_on_input(3)
     elif point == "shards":
         _kill_on("rename", 3, lambda p: ".tfrecord-" in p, before=False)
     elif point == "manifest":

@@ -90,12 +90,14 @@ def test_rejects_name_file_line_reason_and_text(mixed):
     rejects = [json.loads(l) for p in sorted(output.glob("rejects-*.ndjson"))
                for l in p.read_text().splitlines()]
     by_reason = {r["reason"]: r for r in rejects}
-    assert len(rejects) == len(BAD_LINES) + 1
+    assert len(rejects) == len(BAD_LINES)
     for i, (line, reason) in enumerate(BAD_LINES):
         r = by_reason[reason]
         assert r["file"].endswith("broken.ndjson") and r["line"] == i + 1
         assert r["text"] == line
-    assert by_reason["blank_line"]["line"] == len(BAD_LINES) + 2
+    # The blank line is counted, not written.
+    stats = json.loads((output / "stats.json").read_text())
+    assert stats["rejects_left_out"] == {str(input_dir / "broken.ndjson"): 1}
 
 
 def test_splits_are_disjoint_and_ink_matches_parse_line(mixed, real_sample):

@@ -53,9 +53,10 @@ def test_read_drawings_spills_candidates_and_emits_ranks(tmp_path, real_sample):
         words = read.ranks | "Words" >> beam.MapTuple(lambda task, section: (task, section[3]))
         assert_that(words, equal_to([(plan_group("cat"), (("cat", 4),))]))
         assert_that(read[SPILLS], equal_to([(0, str(work / "spill-000000"))]), label="Spills")
-        # A bad line in a class file counts against that file's class.
+        # A bad line in a class file counts against that file's class (and its file's rejects).
         assert_that(read[COUNTS], equal_to([{("cat", "read"): 7, ("cat", "valid"): 6,
-                                             ("cat", "rejected:invalid_json"): 1}]),
+                                             ("cat", "rejected:invalid_json"): 1,
+                                             (None, "rejected_lines:%s" % path): 1}]),
                     label="Counts")
     kept = pickle.loads((work / "spill-000000").read_bytes())
     assert [w for w, _ in kept] == ["cat"] and len(kept[0][1]) == 4
@@ -110,7 +111,7 @@ def test_encode_spills_and_write_shards_merge_sorted_sections(tmp_path, real_sam
     with BeamTestPipeline() as p:
         read = p | ReadDrawings(units, work, 0, quota.total, 10000, 100000, False, None)
         plans, _ = read.ranks | PlanClasses(quota)
-        sections, classes, _, _ = (read[SPILLS], plans) | EncodeSpills(work, 0, 2, False, False)
+        sections, classes, _, _, _ = (read[SPILLS], plans) | EncodeSpills(work, 0, 2, False, False, files)
         written = sections | WriteShards(str(out), work, quota, 2)
         assert_that(classes, equal_to([["cat", "dog"]]))
         assert_that(written | beam.Map(lambda w: (w[0], Path(w[1]).name)), equal_to(

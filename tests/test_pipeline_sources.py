@@ -157,3 +157,83 @@ def test_lowest_ranks_of_an_array_is_keep_lowest(ranks, n):
     ranks = ranks + [(h, i, f + 1, o) for h, i, f, o in ranks[:5]]
     got = split_lib.lowest_ranks(split_lib.rank_array(ranks), n)
     assert [tuple(r) for r in got.tolist()] == [r for r, in split_lib.keep_lowest([(r,) for r in ranks], n)]
+
+
+def _read_promptly(path, seconds: float = 5.0):
+    """read_lines of a whole file in a thread: the Damage it raises, the lines
+    it gives, or a failure if it is still reading after ``seconds``."""
+    import threading
+
+    result = {}
+
+    def read():
+        try:
+            result["lines"] = whole(path)
+        except sources.Damage as damage:
+            result["damage"] = damage
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still reading %s after %.0f s" % (path, seconds)
+    return result
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "/dev/urandom", "/dev/null"])
+def test_anything_but_a_regular_file_is_damage_found_before_reading(tmp_path, target):
+    path = tmp_path / "x.ndjson"
+    if target == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    else:
+        os.symlink(target, path)  # a device never ends (or, /dev/null, reads as empty)
+    damage = _read_promptly(path).get("damage")
+    assert damage is not None and damage.reason == sources.NOT_A_REGULAR_FILE
+    assert ("FIFO" if target == "fifo" else "character device") in damage.detail
+
+
+def test_a_link_to_a_directory_is_a_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "x.ndjson")
+    assert _read_promptly(tmp_path / "x.ndjson")["damage"].reason == sources.IS_A_DIRECTORY
+
+
+def test_a_file_swapped_for_a_fifo_after_its_status_is_read_is_still_refused(tmp_path, monkeypatch):
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(b'{"a": 1}\n')
+    real_stat = os.stat
+
+    def stat_then_swap(p, *args, **kwargs):
+        found = real_stat(p, *args, **kwargs)
+        if str(p) == str(path):
+            path.unlink()
+            os.mkfifo(path)
+        return found
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    assert _read_promptly(path)["damage"].reason == sources.NOT_A_REGULAR_FILE
+
+
+def test_object_store_paths_are_opened_by_beam_without_a_local_status(monkeypatch):
+    """gs:// holds objects only: no local stat, and the bytes come from Beam's filesystem."""
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    opened = []
+
+    def beam_open(path, compression_type=None):
+        opened.append(path)
+        return io.BytesIO(b'{"a": 1}\nsecond\n')
+
+    real_stat = os.stat
+
+    def no_stat(path, *args, **kwargs):
+        assert "://" not in str(path), "stat of an object store path: %s" % path
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystems, "open", beam_open)
+    monkeypatch.setattr(os, "stat", no_stat)
+    path = "gs://some-bucket/drawings/cat.ndjson"
+    assert not sources.is_local(path) and sources.is_local("data/sample/cat.ndjson")
+    assert whole(path) == [(0, b'{"a": 1}'), (9, b"second")]
+    assert opened == [path]

@@ -1,0 +1,160 @@
+"""Which files a run reads: what ``--input`` matches, less what pipeline runs wrote.
+
+Local patterns are listed here rather than by Beam, with Beam's pattern
+syntax (``*`` within a folder, ``**`` across folders): Beam's local listing
+drops directories and dangling links without a word, and a directory or a
+link whose target is gone, named like an input, must be reported as damaged
+like any file that cannot be read. Object stores (gs://) hold objects only and
+are listed by Beam.
+
+A run never reads what a run writes. In an output folder (one holding
+``manifest.json`` or ``pipeline.lock``, or this run's ``--output``) the names a
+run writes there (shards, classes file, stats, rejects, manifest, lock,
+``transform_output/``, ``.tmp-*`` and ``beam-temp-*`` leftovers) are skipped;
+an output folder below the folder an input pattern starts from is skipped
+whole. What is skipped is counted and named, never read.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from typing import NamedTuple
+
+from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystems import FileSystems
+
+import dataset_manifest
+from pipeline import output_folder, sources
+
+# A directory with one of these names, matched by an input pattern, stands where
+# an input file was expected: it is read, and reported as a directory.
+INPUT_SUFFIXES = (".ndjson", ".jsonl", ".json", ".ndjson.gz", ".jsonl.gz", ".json.gz")
+_GLOB = re.compile(r"[*?\[]")
+
+
+class Matched(NamedTuple):
+    """What the patterns match: files to read, and run outputs left out."""
+    files: list[str]
+    skipped: list[str]
+
+
+def list_local(pattern: str) -> list[str]:
+    """Every entry a local pattern matches, in Beam's syntax, that is not a
+    folder to walk: files, special files (FIFOs, devices, sockets), links
+    (dangling ones too) and directories named like input files in which the
+    pattern matches nothing. A folder that cannot be listed raises OSError."""
+    if not _GLOB.search(pattern):
+        return [pattern] if os.path.lexists(pattern) else []
+    if pattern.endswith("/"):
+        pattern += "*"
+    top = os.path.dirname(_GLOB.split(pattern, 1)[0])
+    if not os.path.isdir(top or "."):
+        return []
+    # Without ``**`` a pattern names entries at one depth below ``top``.
+    depth = None if "**" in pattern else pattern[len(top):].strip("/").count("/")
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    found, folders = [], []
+
+    def fail(error: OSError):
+        raise error
+
+    for dirpath, dirnames, filenames in os.walk(top or ".", onerror=fail):
+        here = dirpath if top else os.path.normpath(dirpath)
+        level = 0 if here in (top, ".") else os.path.relpath(here, top or ".").count("/") + 1
+        for name in filenames:
+            path = os.path.join(here, name) if here != "." else name
+            if regex.match(path):
+                found.append(path)
+        for name in dirnames:
+            path = os.path.join(here, name) if here != "." else name
+            if name.endswith(INPUT_SUFFIXES) and regex.match(path):
+                folders.append(path)
+        if depth is not None and level >= depth:
+            dirnames[:] = []
+    return found + [d for d in folders if not any(f == d or f.startswith(d + "/") for f in found)]
+
+
+def pattern_root(pattern: str) -> str:
+    """The folder a pattern starts from: the part before its first wildcard,
+    cut at a folder boundary; for a plain path, its folder."""
+    head = _GLOB.split(pattern, 1)[0]
+    return (head.rpartition("/")[0] or ("/" if head.startswith("/") else ".")) if head else "."
+
+
+class RunOutputs:
+    """Tells the files pipeline runs wrote. ``output``: this run's folder."""
+
+    def __init__(self, output: str):
+        self._output = _normal(output)
+        self._known: dict[str, bool] = {}
+
+    def is_output_folder(self, folder: str) -> bool:
+        folder = _normal(folder)
+        if folder not in self._known:
+            self._known[folder] = folder == self._output or any(
+                _exists(FileSystems.join(folder, name))
+                for name in (dataset_manifest.MANIFEST_FILE, dataset_manifest.LOCK_FILE))
+        return self._known[folder]
+
+    def written_by_a_run(self, path: str, root: str) -> bool:
+        """True when ``path`` lies in an output folder under a name runs write
+        there, or in an output folder strictly below ``root`` (the folder its
+        input pattern starts from)."""
+        root = _normal(root)
+        folder, name = _split(_normal(path))
+        below_root = True
+        while folder:
+            below_root = below_root and folder != root and _inside(folder, root)
+            if self.is_output_folder(folder) and (below_root or any(
+                    fnmatch.fnmatchcase(name, p) for p in output_folder.RUN_NAMES)):
+                return True
+            parent, top = _split(folder)
+            if parent == folder:
+                break
+            folder, name = parent, top
+        return False
+
+
+def match(patterns: list[str], roots: list[str], output: str) -> tuple[list[list[str]], list[str]]:
+    """Per pattern, the paths it matches less run outputs; and the run outputs
+    left out, sorted. ``roots``: the folder each pattern starts from."""
+    outputs = RunOutputs(output)
+    remote = [p for p in patterns if not sources.is_local(p)]
+    listed = dict(zip(remote, (sorted(m.path for m in r.metadata_list)
+                               for r in FileSystems.match(remote)))) if remote else {}
+    per_pattern, skipped = [], set()
+    for pattern, root in zip(patterns, roots):
+        paths = listed[pattern] if pattern in listed else sorted(list_local(pattern))
+        kept = []
+        for path in paths:
+            (skipped.add if outputs.written_by_a_run(path, root) else kept.append)(path)
+        per_pattern.append(kept)
+    return per_pattern, sorted(skipped)
+
+
+def _exists(path: str) -> bool:
+    try:
+        return FileSystems.exists(path)
+    except Exception:  # noqa: BLE001 - a folder that cannot be checked holds no marker we can see
+        return False
+
+
+def _normal(path: str) -> str:
+    if sources.is_local(path):
+        return os.path.abspath(path)
+    return path.rstrip("/") if not path.endswith("://") else path
+
+
+def _split(path: str) -> tuple[str, str]:
+    """(parent, name); the parent of a root (``/``, ``gs://bucket``) is itself."""
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        head, _, name = rest.rpartition("/")
+        return (scheme + "://" + head, name) if head else (path, "")
+    head, name = os.path.split(path)
+    return (head, name) if name else (path, "")
+
+
+def _inside(folder: str, root: str) -> bool:
+    return folder.startswith(root.rstrip("/") + "/")
