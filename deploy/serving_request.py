@@ -5,9 +5,9 @@ Those engines run the export's ``serving_default`` signature as it is, so a
 request carries its inputs: each drawing's absolute ``x``, ``y`` and
 ``stroke_end`` per point and its point count ``lengths``, padded with zeros to
 the longest drawing of the request (TF Serving's row format needs equal
-shapes). ``quickdraw-serve`` takes the ndjson strokes themselves and does
-this on the server. Drawings are checked with ``ndjson_format``, as the
-pipeline and the server check them.
+shapes). ``quickdraw-serve`` takes this body as it is (and the ndjson
+strokes themselves), so one request works with all three. Drawings are
+checked with ``ndjson_format``, as the pipeline and the server check them.
 
     python -m deploy.serving_request --input=drawings.ndjson > request.json
 """

@@ -156,6 +156,10 @@ class GuardedH11Protocol(H11Protocol):
         once the request has been received."""
         state = self.conn.their_state
         if state is h11.IDLE:
+            if self._phase != "head":  # a body that ended after its answer: a new head may come
+                self._phase, self._head_bytes = "head", 0
+                self._waiting_since = self.loop.time()
+                self._arm(self.limits.header_timeout_s, self._head_expired)
             return
         if state is h11.SEND_BODY:
             if self._phase != "body":

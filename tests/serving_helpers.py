@@ -224,6 +224,7 @@ class SlowClients:
         self.closed_after: list[float | None] = [None] * count
         self.answers: list[tuple] = [(None, None)] * count
         self._start = time.monotonic()
+        self._stop = threading.Event()
         for sock in self.sockets:
             sock.sendall(first)
             sock.setblocking(False)
@@ -233,7 +234,8 @@ class SlowClients:
 
     def _trickle(self, rest: bytes, interval: float, duration: float) -> None:
         position = 0
-        while time.monotonic() - self._start < duration and None in self.closed_after:
+        while (time.monotonic() - self._start < duration and None in self.closed_after
+               and not self._stop.is_set()):
             for i, sock in enumerate(self.sockets):
                 if self.closed_after[i] is None:
                     self._poll(i, sock, rest[position:position + 1])
@@ -261,7 +263,8 @@ class SlowClients:
         self._thread.join(timeout)
 
     def close(self) -> None:
-        self.wait(0)
+        self._stop.set()
+        self._thread.join()
         for sock in self.sockets:
             sock.close()
 

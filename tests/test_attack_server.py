@@ -107,6 +107,21 @@ def test_slow_and_silent_clients_lose_their_slots(server):
     assert counts["evicted"] >= 1 and counts["header_timeout"] >= 2, counts
 
 
+def test_a_request_answered_before_its_body_ended_leaves_a_head_deadline(server):
+    """A kept-alive connection whose body ends after its answer waits for a new head,
+    under the head's deadline."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")  # answered without its body
+        sock.sendall(b"12345")
+        time.sleep(0.5)
+        sock.sendall(b"GET /heal")
+        start = time.monotonic()
+        assert read_answer(sock) == (408, {"error": "the request head did not arrive within "
+                                           "1.5 s", "reason": "header_timeout"})
+        assert time.monotonic() - start < HEADER_TIMEOUT + 1
+
+
 def test_slow_bodies_are_cut_by_their_deadline_and_free_their_slots(server):
     """Bodies sent a byte at a time hold every slot with a request in progress: a
     complete request gets a 503 until the body deadline ends them, then is served."""
