@@ -33,6 +33,7 @@ import command_line
 import tfrecord_schema as schema
 from native_logs import NATIVE_NOISE
 from ndjson_format import Limits, Reject, check_line, file_class
+from pipeline import local_files
 
 Stroke = tuple[np.ndarray, np.ndarray]
 
@@ -72,13 +73,15 @@ def resolve_inputs(pattern: str) -> list[Path]:
     files, else its TFRecord shards)."""
     path = Path(pattern)
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir())
-                 if p.is_file() and p.name.endswith(NDJSON_SUFFIXES)]
+        files = [p for p in sorted(path.iterdir()) if p.name.endswith(NDJSON_SUFFIXES)]
         if not files:
             files = [Path(p) for split in schema.SPLITS for p in
                      sorted(glob.glob(str(path / schema.shard_pattern(split))))]
     else:
-        files = [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_file()]
+        # Everything matched but folders not named like input files: a FIFO,
+        # a device or a dangling link is reported when it is read.
+        files = [Path(p) for p in sorted(glob.glob(pattern))
+                 if not os.path.isdir(p) or p.endswith(NDJSON_SUFFIXES)]
     return [f for f in files if f.name != schema.CLASSES_FILE]
 
 
@@ -95,10 +98,51 @@ def is_ndjson(path: Path) -> bool:
     return head.startswith(b"{") and b"\x00" not in head
 
 
+@contextlib.contextmanager
 def _open_binary(path: Path):
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+    """A regular file's bytes, decompressed when it is gzip (by content)."""
+    with local_files.open_regular(str(path)) as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not gzipped:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+            yield f
+
+
+def _bounded_lines(f, max_bytes: int) -> Iterator[bytes]:
+    """The lines of a file, a longer line than ``max_bytes`` (0: no cap) cut
+    to its first ``max_bytes + 1`` bytes, which the validator rejects as too
+    long: a line is never held whole beyond the cap."""
+    limit = max_bytes + 1 if max_bytes else -1
+    while line := f.readline(limit):
+        if len(line) == limit and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        yield line
+
+
+def _regular(path: Path, rejects: collections.Counter) -> bool:
+    """True for a regular file. Anything else (a FIFO, a device, a directory,
+    a link to nothing) is a ``damaged_file``, found before any open that
+    could block, and named on stderr."""
+    try:
+        local_files.check_regular(str(path))
+    except OSError as e:
+        _damaged(path, rejects, e)
+        return False
+    return True
+
+
+def _damaged(path: Path, rejects: collections.Counter, error: Exception) -> None:
+    rejects[DAMAGED_FILE] += 1
+    if isinstance(error, local_files.NotARegularFile):
+        print("quickdraw-render: warning: %s is not read: it is %s, not a regular file" % (path, error.kind),
+              file=sys.stderr)
+    else:
+        print("quickdraw-render: warning: %s is damaged, read up to the damage: %s" % (path, error),
+              file=sys.stderr)
 
 
 # --- ndjson ------------------------------------------------------------------
@@ -120,7 +164,7 @@ def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
     expected_word = file_class(str(path))
     try:
         with _open_binary(path) as f:
-            for line in f:
+            for line in _bounded_lines(f, limits.max_bytes):
                 if not line.strip():
                     continue
                 drawing = check_line(line, limits, expected_word)
@@ -132,9 +176,7 @@ def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
                     continue
                 yield Candidate(drawing.word, lambda p=drawing.points: points_to_strokes(p))
     except (OSError, EOFError, zlib.error) as e:
-        rejects[DAMAGED_FILE] += 1
-        print("quickdraw-render: warning: %s is damaged, read up to the damage: %s" % (path, e),
-              file=sys.stderr)
+        _damaged(path, rejects, e)
 
 
 # --- TFRecords ---------------------------------------------------------------
@@ -328,6 +370,8 @@ def render(input_pattern: str, output: str, rows: int = 5, cols: int = 5,
 
     def candidates() -> Iterator[Candidate]:
         for path in files:
+            if not _regular(path, rejects):
+                continue
             if is_ndjson(path):
                 yield from read_ndjson(path, rejects, recognized_only, limits)
             else:

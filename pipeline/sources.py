@@ -13,21 +13,20 @@ and the seed only.
 
 Damage ends the reading of a file and is reported, never raised: a gzip stream
 cut short (an interrupted download), corrupt compressed data, a file that
-cannot be opened or read, a directory where a file was expected, or anything
-else that is not a regular file once links are followed (a FIFO, a device such
-as /dev/zero, a socket): such a file is found by its status before it is
-opened, since opening a FIFO waits for a writer and a device never ends. The
-complete lines read before the damage are used like any other; the partial
-line at the cut, and everything after it, are not read.
+cannot be opened or read, a directory where a file was expected, anything
+else that is not a regular file (a FIFO, a device such as /dev/zero: found
+before it is opened, ``pipeline.local_files``). The complete lines read before
+the damage are used like any other; the partial line at the cut, and
+everything after it, are not read.
 """
 from __future__ import annotations
 
-import os
-import stat
 import zlib
 from typing import Iterator, NamedTuple
 
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+from pipeline import local_files
 
 CHUNK_BYTES = 1 << 20
 MAX_UNIT_BYTES = 16 << 20
@@ -118,42 +117,14 @@ def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
 
 
-def _regular(path: str, mode: int) -> None:
-    if stat.S_ISDIR(mode):
-        raise Damage(IS_A_DIRECTORY, "%s is a directory" % path)
-    if not stat.S_ISREG(mode):
-        raise Damage(NOT_A_REGULAR_FILE, "%s is a %s" % (path, _kind(mode)))
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
-
-
-def _open_local(path: str):
-    """A local regular file, opened for reading. Its status is checked before
-    it is opened, and again on the descriptor (opened non-blocking, so a
-    FIFO put in its place meanwhile cannot make the open wait)."""
-    try:
-        _regular(path, os.stat(path).st_mode)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise Damage(UNREADABLE, "%s: %s" % (type(e).__name__, e)) from None
-    try:
-        _regular(path, os.fstat(fd).st_mode)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
 def _open(path: str):
     if is_local(path):
-        return _open_local(path)
+        try:
+            return local_files.open_regular(path)
+        except local_files.NotARegularFile as e:
+            raise Damage(IS_A_DIRECTORY if e.is_directory else NOT_A_REGULAR_FILE, str(e)) from None
+        except OSError as e:
+            raise Damage(UNREADABLE, "%s: %s" % (type(e).__name__, e)) from None
     try:
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except IsADirectoryError as e:

@@ -1,0 +1,72 @@
+"""``quickdraw-render`` reads regular files only, and a line only up to the
+cap: a FIFO, a device or a directory named like an ndjson file is a damaged
+file found before any open that could block, and a gzip file that expands to
+a huge line is read in bounded memory."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import render
+from sample_paths import BUNDLED_SAMPLE
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECIAL = {"pipe.ndjson": "a FIFO", "zero.ndjson": "a character device", "random.ndjson": "a character device",
+           "folder.ndjson": "a directory"}
+
+
+def _inputs(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "cat.ndjson").write_bytes((BUNDLED_SAMPLE / "cat.ndjson").read_bytes())
+    os.mkfifo(folder / "pipe.ndjson")
+    os.symlink("/dev/zero", folder / "zero.ndjson")
+    os.symlink("/dev/urandom", folder / "random.ndjson")
+    (folder / "folder.ndjson").mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("how", ["folder", "glob"])
+def test_fifos_devices_and_directories_are_damaged_files_and_the_rest_is_drawn(tmp_path, how):
+    folder = _inputs(tmp_path / "in")
+    pattern = str(folder) if how == "folder" else str(folder / "*")
+    out = tmp_path / "m.png"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.render", "--input", pattern, "--output", str(out),
+                           "--rows", "1", "--cols", "2", "--cell", "64"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 damaged_file" in proc.stdout and out.is_file()
+    for name, kind in SPECIAL.items():
+        assert "%s is not read: it is %s, not a regular file" % (folder / name, kind) in proc.stderr
+
+
+def test_a_special_file_named_alone_is_one_warning_and_one_error(tmp_path, capsys):
+    folder = _inputs(tmp_path / "in")
+    assert render.main(["--input", str(folder / "pipe.ndjson"), "--output", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "is not read: it is a FIFO" in err[0] and "1 damaged_file" in err[1], err
+
+
+def test_a_gzip_that_expands_to_a_huge_line_is_read_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.ndjson.gz"
+    good = (BUNDLED_SAMPLE / "cat.ndjson").read_bytes().splitlines()[0]
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        for _ in range(128):
+            f.write(b"x" * (1 << 20))
+        f.write(b"\n" + good + b"\n")
+    rejects = __import__("collections").Counter()
+    tracemalloc.start()
+    try:
+        found = list(render.read_ndjson(path, rejects, False, render.Limits(max_bytes=100_000)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(found) == 1 and found[0].word == "cat" and rejects == {"too_many_bytes": 1}
+    assert peak < 16 << 20, peak
