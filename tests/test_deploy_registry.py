@@ -210,3 +210,70 @@ def test_an_incomplete_dataset_is_named_not_trained_on(tmp_path):
                          "--version=v1"])
     assert code == retrain.EXIT_FAILED
     assert not (tmp_path / reg.MODELS / "v1").exists()
+
+
+def test_a_damaged_record_is_named_in_one_line_with_what_is_wrong(tmp_path):
+    registry = Registry(str(tmp_path))
+    registry.new_version("v1")
+    make_export(registry, "v1")
+    run = registry.run_path("v1")
+
+    def read_run():
+        return registry.read_run("v1")
+    os.makedirs(registry.dataset_dir("v1"))
+    stats = os.path.join(registry.dataset_dir("v1"), "stats.json")
+    cases = [
+        (stats, b'{"classes": {"cat": {"selected": {"eval": "5"}}}}', lambda: reg.read_json(stats),
+         "is damaged: classes.cat.selected.eval should be an integer, not a string"),
+        (run, b'{"version": "v1", "steps": [', read_run, "is not valid JSON"),
+        (run, b"[" * 100_000, read_run, "is not valid JSON"),
+        (run, b'{"version": "v1", "steps": {"train": \xff}}', read_run,
+         "is not valid JSON"),
+        (run, b'{"version": "v1", "steps": []}', read_run,
+         "is damaged: steps should be a JSON object, not a list"),
+        (run, b'{"version": "v1"}', lambda: registry.record_step("v1", "train"),
+         "is damaged: the record has no 'steps'"),
+        (run, b'{"version": "v1", "steps": {"train": {"status": "done", "classes": ["a", 5]}}}',
+         lambda: registry.step_status("v1", "train"),
+         "is damaged: steps.train.classes[1] should be a string, not an integer"),
+        (run, b'{"version": "v1", "steps": {"ca\\nt": 7}}', read_run,
+         'is damaged: steps."ca\\nt" should be a JSON object, not an integer'),
+        (registry.fixed_eval_path, b'{"classes_file": "c"}', registry.fixed_eval,
+         "is damaged: the record has no 'eval_data'"),
+        (registry.current_path, b'["v1"]', registry.current,
+         "is damaged: the file should be a JSON object, not a list"),
+        (registry.current_path, b'{"version": "v1", "history": [{"version": 1}]}',
+         lambda: registry.promoted("v1"),
+         "is damaged: history[0].version should be a string, not an integer"),
+        (registry.current_path, b'{"version": "v1", "accuracy": NaN}', registry.current_version,
+         "is damaged: accuracy should be a finite number, not nan"),
+        (registry.eval_report_path("v1"), b'{"candidate": {"accuracy": "high"}}',
+         lambda: registry.read_eval_report("v1"),
+         "is damaged: candidate.accuracy should be a finite number, not a string"),
+        (registry.eval_report_path("v1"), b'{"decision": {"promoted": true}}',
+         lambda: registry.read_eval_report("v1"), "is damaged: decision has no 'reason'"),
+    ]
+    for path, content, read, problem in cases:
+        with open(path, "wb") as f:
+            f.write(content)
+        with pytest.raises(RegistryError) as error:
+            read()
+        message = str(error.value)
+        assert message.startswith(path + " ") and problem in message and "\n" not in message, \
+            (content[:80], message)
+
+
+def test_retrain_names_a_damaged_fixed_eval_set_instead_of_a_key_error(tmp_path, capsys):
+    registry = Registry(str(tmp_path))
+    registry.new_version("v1")
+    registry.record_step("v1", "train", status="done", classes=["cat"])
+    os.makedirs(registry.dataset_dir("v1"))  # a dataset of the tutorial's script: no manifest
+    with open(os.path.join(registry.dataset_dir("v1"), "training.tfrecord.classes"), "w") as f:
+        f.write("cat\n")
+    with open(registry.fixed_eval_path, "w") as f:
+        f.write('{"classes_file": "c", "source": "dataset v0"}')
+    code = retrain.main(["--registry", str(tmp_path), "--step=evaluate", "--version=v1"])
+    err = capsys.readouterr().err
+    assert code == retrain.EXIT_FAILED and "KeyError" not in err and "Traceback" not in err
+    assert "retrain failed: %s is damaged: the record has no 'eval_data'; current model " \
+        "unchanged" % registry.fixed_eval_path in err
