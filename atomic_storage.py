@@ -19,6 +19,10 @@ silently; these three calls let exactly one win and tell the others:
   temporary file and rename it over ``path``; gs://: an upload with
   ``if_generation_match=<generation>``.
 
+Local paths and gs:// are served; any other scheme (s3://, hdfs://, ...) is
+refused with ``UnsupportedStorage`` before anything is written, never taken
+for a local path (``check_served``).
+
 Readers never see a partial file. A process killed at any point leaves either
 the old content or the new one; a temporary file it leaves is removed by the
 next call on the same path (temporary names carry the writer's process id and
@@ -42,6 +46,11 @@ import uuid
 from typing import NamedTuple
 
 GS = "gs://"
+_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][-A-Za-z0-9+.]*)://")
+
+
+class UnsupportedStorage(ValueError):
+    """A path on a storage this module does not serve; ``str()`` is one line."""
 
 
 class LocalToken(NamedTuple):
@@ -56,9 +65,41 @@ def is_gs(path: str) -> bool:
     return path.startswith(GS)
 
 
+def scheme(path: str) -> str:
+    """``path``'s scheme as Beam reads it (``s3`` for ``s3://b/o``), '' for a local path."""
+    match = _SCHEME_RE.match(path)
+    return match.group("scheme") if match else ""
+
+
+def check_served(path: str) -> None:
+    """Refuses a path on a storage other than a local disk or gs://.
+
+    A dataset's lock and manifest need an exclusive create and a
+    compare-and-swap; they are provided, and raced in the tests, on those
+    two only. TensorFlow 2.21, which writes the transform graph and which
+    the trainer reads with, has no s3://, hdfs:// or Azure filesystem either
+    (tensorflow-io, which adds them, was last released for TensorFlow 2.16).
+    """
+    found = scheme(path)
+    if found in ("", "gs"):
+        return
+    if found == "file":
+        raise UnsupportedStorage("file:// is not served: give the local path without file://")
+    raise UnsupportedStorage(
+        "%s:// is not served (local paths and gs:// are): a dataset's lock and manifest need an "
+        "exclusive create and a compare-and-swap, tested on those only, and TensorFlow cannot "
+        "open %s:// for tf.Transform and the trainer" % (found, found))
+
+
+def _on_gs(path: str) -> bool:
+    """True for gs://, False for a local path; any other scheme is refused."""
+    check_served(path)
+    return is_gs(path)
+
+
 def create_exclusive(path: str, data: bytes) -> bool:
     """True if ``path`` was created with ``data``, False if it already existed."""
-    if is_gs(path):
+    if _on_gs(path):
         return _gs_upload(path, data, generation=0)
     return _local_create_exclusive(path, data)
 
@@ -66,7 +107,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
 def read_versioned(path: str) -> tuple[bytes, object] | None:
     """The content of ``path`` and a token for ``compare_and_swap``, or None
     if there is no such file."""
-    if is_gs(path):
+    if _on_gs(path):
         return _gs_read(path)
     return _local_read(path)
 
@@ -77,7 +118,7 @@ def compare_and_swap(path: str, token: object, data: bytes) -> bool:
     True if replaced, False if another writer changed it first."""
     if token is None:
         return create_exclusive(path, data)
-    if is_gs(path):
+    if _on_gs(path):
         if not isinstance(token, int):
             raise TypeError("a gs:// token is a generation (int), got %r"
                             % (token,))
@@ -91,7 +132,7 @@ def compare_and_swap(path: str, token: object, data: bytes) -> bool:
 def exists(path: str) -> bool:
     """True if ``path`` is a file, or a folder (on gs://, a prefix of some
     object)."""
-    if not is_gs(path):
+    if not _on_gs(path):
         return os.path.exists(path)
     blob = _gs_blob(path.rstrip("/"))
     if blob.exists():
@@ -103,7 +144,7 @@ def exists(path: str) -> bool:
 def replace(path: str, data: bytes) -> None:
     """Replaces ``path`` with ``data`` unconditionally, atomically for readers
     (a record only its own step writes, where no other writer competes)."""
-    if is_gs(path):
+    if _on_gs(path):
         _gs_blob(path).upload_from_string(
             data, content_type="application/octet-stream")
         return

@@ -10,7 +10,8 @@ differ from the manifest, or a pipeline folder whose run never finished.
 Files are listed and read through Beam's ``FileSystems`` (local paths, gs://):
 the same layer that writes them, installed wherever this project runs, also on
 Beam launchers without TensorFlow. manifest.json itself is replaced through
-``atomic_storage.replace`` (rename locally, one upload on gs://).
+``atomic_storage.replace`` (rename locally, one upload on gs://). A folder on
+any other storage is refused (``atomic_storage.check_served``).
 """
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ class ManifestError(command_line.UserError):
 def _fs():
     from apache_beam.io.filesystems import FileSystems
     return FileSystems
+
+
+def _check_served(folder: str) -> None:
+    """A folder on a storage ``atomic_storage`` does not serve (s3://, hdfs://,
+    ...) is refused in one line, never read or written as a local path."""
+    import atomic_storage
+    try:
+        atomic_storage.check_served(folder)
+    except atomic_storage.UnsupportedStorage as e:
+        raise ManifestError(folder, str(e)) from None
 
 
 def _path(folder: str, name: str) -> str:
@@ -118,6 +129,7 @@ def invalidate(folder: str) -> None:
     """Marks ``folder`` as being rewritten, in one step: the old manifest is
     replaced by an incomplete one, so a run killed from here on leaves a folder
     that :func:`verify` refuses."""
+    _check_served(folder)
     fs = _fs()
     base = folder.rstrip("/")
     if not fs.exists(base):
@@ -134,6 +146,7 @@ def write_manifest(folder: str, manifest: dict) -> None:
     ``manifest`` (counts, options, seed, code version) and writes manifest.json
     atomically. The run's last write: nothing may change the folder after it.
     Holds no time stamp, so that identical runs have identical manifests (and digests)."""
+    _check_served(folder)
     files = {rel: size for rel, size in list_files(folder).items()
              if rel != MANIFEST_FILE and not is_lock(rel)}
     leftovers = [rel for rel in files if _is_temporary(rel)]
@@ -196,6 +209,7 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
     None: the folder has no manifest and nothing only the pipeline writes (a
     dataset made by the tutorial's create_dataset.py). Raises ManifestError for
     anything else that is not a complete dataset."""
+    _check_served(folder)
     files = {rel: size for rel, size in list_files(folder).items() if not is_lock(rel)}
     doc = read_manifest(folder)
     if doc is None:
@@ -244,6 +258,7 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
 def digest(folder: str) -> str:
     """SHA-256 (hex) of the folder's manifest.json: the identity of a complete
     dataset (same files, counts, options and code -> same digest)."""
+    _check_served(folder)
     raw = _read_raw(folder)
     doc = read_manifest(folder, raw) if raw is not None else None
     if doc is None or not doc.get("complete"):

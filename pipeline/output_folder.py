@@ -47,6 +47,17 @@ def is_gs(path: str) -> bool:
     return path.startswith("gs://")
 
 
+def check_served(path: str, flag: str) -> None:
+    """Refuses, before the job and before anything is written, a folder on a
+    storage whose lock and manifest cannot be kept (``atomic_storage.check_served``):
+    never a local folder named after the scheme."""
+    import atomic_storage
+    try:
+        atomic_storage.check_served(path)
+    except atomic_storage.UnsupportedStorage as e:
+        raise OutputError("%s=%s: %s" % (flag, path, e)) from None
+
+
 def check_writable(path: str, flag: str) -> None:
     """Refuses before the job a local folder that cannot be created or written
     (a file in the way, no permission, a read-only disk). gs:// is checked by

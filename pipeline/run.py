@@ -387,6 +387,7 @@ def run(argv: list[str] | None = None) -> dict:
         logging.info("Leaving out %d files of the input that pipeline runs wrote, such as %s",
                      len(skipped), skipped[0])
     try:
+        output_folder.check_served(output, "--output")
         output_folder.check_writable(output, "--output")
         temp_location = options.view_as(GoogleCloudOptions).temp_location
         if temp_location:
