@@ -2,7 +2,10 @@
 
 ``parse_line`` is the RNN tutorial's function. The pipeline validates lines
 with ``ndjson_format.check_line`` and turns the points into ink with
-``normalize_many``: the same ink, bit for bit, and faster.
+``normalize_many``: the same ink, bit for bit, and faster. The validator
+refuses a drawing whose float32 ink would overflow or need subnormal numbers
+(``ndjson_format.ink_in_range``), so on what it accepts the ink is finite and
+TensorFlow's normalisers (which flush subnormals to zero) give the same bits.
 """
 from __future__ import annotations
 
