@@ -14,6 +14,7 @@ import pytest
 import tfrecord_schema as schema
 from hostile_lines import record
 from pipeline_helpers import read_split
+from test_predict import strict_json
 
 REASON = "ink_out_of_range"
 ATTACKS = [
@@ -22,12 +23,6 @@ ATTACKS = [
     record(key_id="a3", drawing=[[[0, 1e-30, 1e10], [0, 1, 2]]]),      # a subnormal unit coordinate
     record(key_id="a4", drawing=[[[0.5] * 4999 + [1e-42], [0.25] * 5000]]),  # one subnormal
 ]
-
-
-def strict_json(text: str):
-    def refuse(constant):
-        raise ValueError("not JSON: %s" % constant)
-    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.mark.slow
