@@ -6,6 +6,7 @@ process of its own with quickdraw-serve's wiring and a model without TensorFlow
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import socket
 import time
@@ -37,6 +38,19 @@ def refused(server) -> dict:
 
 def reason_of(answer: object) -> str | None:
     return answer.get("reason") if isinstance(answer, dict) else None
+
+
+def kept_alive_status(sock: socket.socket) -> int:
+    """Reads one answer (head, then its Content-Length of body) off a kept-alive
+    connection; its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ", 2)[1])
 
 
 def assert_served(server) -> None:
@@ -119,7 +133,7 @@ def test_a_request_answered_before_its_body_ended_leaves_a_head_deadline(server)
     under the head's deadline."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")  # answered without its body
+        assert kept_alive_status(sock) == 200  # answered without its body
         sock.sendall(b"12345")
         time.sleep(0.5)
         sock.sendall(b"GET /heal")
@@ -127,6 +141,34 @@ def test_a_request_answered_before_its_body_ended_leaves_a_head_deadline(server)
         assert read_answer(sock) == (408, {"error": "the request head did not arrive within "
                                            "1.5 s", "reason": "header_timeout"})
         assert time.monotonic() - start < HEADER_TIMEOUT + 1
+    # one whose body never ends is closed at the body deadline
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        assert kept_alive_status(sock) == 200
+        assert sock.recv(100) == b""
+        assert BODY_TIMEOUT - 0.1 < time.monotonic() - start < BODY_TIMEOUT + 1
+
+
+def test_idle_kept_alive_connections_give_their_slots_to_requests(server):
+    idle = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            for _ in range(SLOTS)]
+    try:
+        for connection in idle:
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+        assert_served(server)  # a fifth connection: the oldest idle one is closed for it
+        closed = []
+        for connection in idle:
+            connection.sock.settimeout(0.2)
+            try:
+                closed.append(connection.sock.recv(1) == b"")
+            except TimeoutError:
+                closed.append(False)
+        assert closed == [True] + [False] * (SLOTS - 1)
+    finally:
+        for connection in idle:
+            connection.close()
 
 
 def test_slow_bodies_are_cut_by_their_deadline_and_free_their_slots(server):
