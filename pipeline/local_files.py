@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import BinaryIO, Iterator
 
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
@@ -49,3 +50,19 @@ def open_regular(path: str):
 def _check(path: str, mode: int) -> None:
     if not stat.S_ISREG(mode):
         raise NotARegularFile(path, mode)
+
+
+def bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[bytes]:
+    """The lines of ``f`` without their newline, as the pipeline splits them;
+    a line longer than ``max_bytes`` (0: no cap) is cut to its first
+    ``max_bytes + 1`` bytes, which the validator rejects as too long, and the
+    rest is skipped a chunk at a time: a line is never held whole beyond the cap."""
+    limit = max_bytes + 1 if max_bytes else -1
+    while line := f.readline(limit):
+        if line.endswith(b"\n"):
+            yield line[:-1]
+            continue
+        yield line  # the last line, or the first max_bytes + 1 bytes of a longer one
+        if len(line) == limit:
+            while (rest := f.readline(1 << 16)) and not rest.endswith(b"\n"):
+                pass

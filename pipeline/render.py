@@ -111,18 +111,6 @@ def _open_binary(path: Path):
             yield f
 
 
-def _bounded_lines(f, max_bytes: int) -> Iterator[bytes]:
-    """The lines of a file, a longer line than ``max_bytes`` (0: no cap) cut
-    to its first ``max_bytes + 1`` bytes, which the validator rejects as too
-    long: a line is never held whole beyond the cap."""
-    limit = max_bytes + 1 if max_bytes else -1
-    while line := f.readline(limit):
-        if len(line) == limit and not line.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-        yield line
-
-
 def _regular(path: Path, rejects: collections.Counter) -> bool:
     """True for a regular file. Anything else (a FIFO, a device, a directory,
     a link to nothing) is a ``damaged_file``, found before any open that
@@ -164,7 +152,7 @@ def read_ndjson(path: Path, rejects: collections.Counter, recognized_only: bool,
     expected_word = file_class(str(path))
     try:
         with _open_binary(path) as f:
-            for line in _bounded_lines(f, limits.max_bytes):
+            for line in local_files.bounded_lines(f, limits.max_bytes):
                 if not line.strip():
                     continue
                 drawing = check_line(line, limits, expected_word)

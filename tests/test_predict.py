@@ -196,7 +196,7 @@ def test_the_byte_cap_counts_as_the_pipeline_does(tmp_path):
 def test_only_regular_files_are_read(tmp_path, make, kind):
     path = tmp_path / "input.ndjson"
     make(path)
-    with pytest.raises(TrainerError, match="cannot read %s: it is %s, not a regular file"
+    with pytest.raises(TrainerError, match="^%s is %s, not a regular file$"
                        % (path, kind)):
         read_lines(str(path))
     with pytest.raises(TrainerError, match="No such file"):

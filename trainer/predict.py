@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import stat
 import sys
 from typing import Iterable, Iterator
 
@@ -24,6 +23,7 @@ import numpy as np
 
 import command_line
 from ndjson_format import REASONS, Limits, Reject, check_strokes, load_line
+from pipeline import local_files
 from trainer.errors import TrainerError
 
 BATCH = 64
@@ -89,50 +89,19 @@ def read_lines(path: str, max_bytes: int = Limits().max_bytes) -> Iterator[bytes
     pipeline does, so it is rejected as too long without being held whole.
     """
     if path == "-":
-        return _bounded_lines(contextlib.nullcontext(sys.stdin.buffer), path, max_bytes)
-    return _bounded_lines(_open_regular_file(path), path, max_bytes)
-
-
-_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
-               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory",
-               stat.S_IFSOCK: "a socket"}
-_SKIP_BYTES = 1 << 16
-
-
-def _open_regular_file(path: str):
-    """Opens ``path`` for reading if it is a regular file. It is checked with
-    stat before it is opened, and again once opened without blocking (it may
-    have been replaced in between)."""
-    def refuse(mode: int) -> TrainerError:
-        return TrainerError("cannot read %s: it is %s, not a regular file"
-                            % (path, _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")))
+        return _lines(contextlib.nullcontext(sys.stdin.buffer), path, max_bytes)
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise refuse(mode)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return _lines(local_files.open_regular(path), path, max_bytes)
+    except local_files.NotARegularFile as e:
+        raise TrainerError(str(e)) from e
     except OSError as e:
         raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from e
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise refuse(mode)
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
-def _bounded_lines(opened, path: str, max_bytes: int) -> Iterator[bytes]:
-    limit = max_bytes + 1 if max_bytes else -1
+def _lines(opened, path: str, max_bytes: int) -> Iterator[bytes]:
     try:
         with opened as f:
-            while line := f.readline(limit):
-                if line.endswith(b"\n"):
-                    yield line[:-1]
-                    continue
-                yield line  # the last line, or the first max_bytes + 1 bytes of a longer one
-                if len(line) == limit:  # the rest of the long line, a chunk at a time
-                    while (rest := f.readline(_SKIP_BYTES)) and not rest.endswith(b"\n"):
-                        pass
+            yield from local_files.bounded_lines(f, max_bytes)
     except OSError as e:
         raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from e
 
