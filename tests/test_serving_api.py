@@ -194,3 +194,22 @@ def test_every_refusal_is_json_with_a_reason():
         assert client.get("/healthz").json()["refused_connections"] == {}
         answer = client.post("/v1/models/quickdraw:predict", content=b"x" * 2_000_000)
         assert answer.status_code == 413 and answer.headers["connection"] == "close"
+
+
+def test_connection_limits_are_checked_and_their_defaults_documented():
+    import re
+
+    from sample_paths import REPO
+    from serving.connection_guard import ConnectionLimits, limits_from
+    from serving.server import build_parser
+    args = build_parser().parse_args(["--model=x"])
+    assert limits_from(args) == ConnectionLimits()
+    documented = re.findall(r"^\| `--(\w+)` \| ([\d.]+)(?: s)? \|", (
+        REPO / "docs" / "serving.md").read_text(), re.M)
+    assert len(documented) == 5
+    for flag, default in documented:
+        assert float(getattr(args, flag)) == float(default), flag
+    for flag in ("--header_timeout=0", "--body_timeout=nan", "--max_headers=-1",
+                 "--max_header_bytes=0", "--max_connections=0"):
+        with pytest.raises(ValueError, match=flag.split("=")[0]):
+            limits_from(build_parser().parse_args(["--model=x", flag]))
