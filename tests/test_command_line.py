@@ -213,3 +213,10 @@ def test_missing_model_or_data_is_one_line_once_tensorflow_is_loaded(module, arg
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.1", "1.5", "inf"])
+def test_predict_threshold_outside_0_1_is_one_line(value, tmp_path):
+    done = run_module("trainer.predict", "--model=%s" % tmp_path, "--threshold=%s" % value)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --threshold=%s must be in [0, 1]" % float(value)]

@@ -191,6 +191,8 @@ def _predict(args: argparse.Namespace) -> int:
             raise TrainerError("--top_k must be positive")
         if args.max_points < 0 or args.max_bytes < 0:
             raise TrainerError("--max_points and --max_bytes must be 0 (no cap) or more")
+        if not 0.0 <= args.threshold <= 1.0:  # NaN fails too
+            raise TrainerError("--threshold=%s must be in [0, 1]" % args.threshold)
         lines = read_lines(args.input, args.max_bytes)  # a bad --input before the model loads
         predictor = Predictor(args.model)
         done, rejected = predict_lines(predictor, lines,
