@@ -26,8 +26,10 @@ import os
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions)
 from apache_beam.options.pipeline_options import _BeamArgumentParser
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.runner import PipelineState, create_runner
 
@@ -260,10 +262,14 @@ def _check_runner(options: PipelineOptions) -> None:
     runner = options.view_as(StandardOptions).runner
     if runner:
         try:
-            create_runner(runner)
+            chosen = create_runner(runner)
         except (ValueError, ImportError, AttributeError):
             raise PipelineError("--runner=%s: not a Beam runner (e.g. DirectRunner, DataflowRunner, "
                                 "FlinkRunner; see --help_beam)" % runner) from None
+        # What beam.Pipeline checks, before the output folder is locked and cleared.
+        errors = PipelineOptionsValidator(options, chosen).validate()
+        if errors:
+            raise PipelineError("--runner=%s: %s" % (runner, " ".join(errors[0].split())))
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:
         raise PipelineError("--direct_num_workers=%d: must be at least 0 (0: one per core)" % workers)
@@ -410,6 +416,10 @@ def run(argv: list[str] | None = None) -> dict:
             finished = build(p, opts, quota, files, classes,
                              FileSystems.join(output, output_folder.TEMP_TRANSFORM))
             tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)
+        if options.view_as(TestOptions).dry_run:
+            logging.info("Dry run: the job graph is built and was not submitted; %s has no dataset",
+                         output)
+            return {}
         if p.result.state != PipelineState.DONE:
             logging.info("The job goes on without this launcher (state %s); it writes %s when the "
                          "dataset is complete", p.result.state, dataset_manifest.MANIFEST_FILE)
