@@ -63,11 +63,16 @@ REASONS = {
     "not_found": "no such path (404)",
     "method_not_allowed": "the path does not take that method (405)",
     "too_many_bytes": "the body is over --max_body_bytes (413)",
+    "unsupported_content_encoding": "the body has a Content-Encoding (gzip, ...) other than "
+                                    "identity (415)",
     "client_disconnect": "the client left before its body ended",
     "overloaded": "more than --max_queue drawings wait for the model (503)",
     "model_error": "the model failed on the batch (500)",
     "internal_error": "a bug in the server (500)",
 }
+
+# Refusals made before the body is read to its end: the connection ends with them.
+UNREAD_BODY = ("too_many_bytes", "unsupported_content_encoding")
 
 
 class ModelName(StringConvertor):
@@ -112,7 +117,15 @@ def error(status: int, reason: str, message: str, headers: dict | None = None) -
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (declared or sent)."""
+    """The body, refused as soon as it passes ``limit`` bytes (declared or sent).
+    A content coding (gzip, ...) is refused rather than read as JSON: decoding
+    it would take the limit off the decoded size, and ignoring it would give a
+    compressed body the reasons of a damaged one."""
+    codings = [c.strip().lower() for value in request.headers.getlist("content-encoding")
+               for c in value.split(",")]
+    if any(c not in ("", "identity") for c in codings):
+        raise BadRequest(415, "unsupported_content_encoding", "Content-Encoding %s: the body "
+                         "must be sent uncompressed" % ", ".join(codings)[:100])
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BadRequest(413, "too_many_bytes", "the body is over %d bytes" % limit)
@@ -267,7 +280,7 @@ def create_app(model, settings: Settings, examples: dict[str, list] | None = Non
             probabilities = await batcher.submit(drawings)
         except BadRequest as e:  # a body not read to its end ends the connection
             return error(e.status, e.reason, str(e),
-                         {"connection": "close"} if e.reason == "too_many_bytes" else None)
+                         {"connection": "close"} if e.reason in UNREAD_BODY else None)
         except Overloaded as e:
             return error(503, "overloaded", str(e))
         except ClientDisconnect:

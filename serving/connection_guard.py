@@ -13,6 +13,11 @@ through ``GuardedH11Protocol``, which adds:
   connection), however slowly the bytes come;
 - a body deadline: its body must be complete ``body_timeout_s`` after the head;
 - a cap on the number of headers;
+- a request that frames its body twice (Content-Length and Transfer-Encoding)
+  is refused: h11 reads the chunks, a proxy in front may read the length, and
+  the bytes between would be taken for another request;
+- a client that half-closes its side after its request still gets the answer
+  (asyncio closes both sides on EOF unless told otherwise);
 - the connection limit, checked when a request's head is complete: a request
   takes the slot of the connection that has waited longest without sending a
   complete head (idle, or slow), and is refused with a 503 only when every
@@ -35,7 +40,8 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 REASONS = {
     "header_too_large": "the request head is over --max_header_bytes (431)",
     "too_many_headers": "the request has more than --max_headers headers (431)",
-    "bad_http": "the bytes are not an HTTP/1.1 request (400)",
+    "bad_http": "the bytes are not an HTTP/1.1 request, or frame its body twice "
+                "(Content-Length and Transfer-Encoding) (400)",
     "header_timeout": "the head was not complete within --header_timeout (408)",
     "body_timeout": "the body was not complete within --body_timeout (408)",
     "too_many_connections": "every connection slot holds a request in progress (503)",
@@ -93,6 +99,13 @@ def head_size(scope: dict) -> int:
     return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
 
 
+def framed_twice(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True when a head gives its body's length twice over (RFC 9112, 6.1: a
+    server may refuse it, and must not keep the connection)."""
+    names = {name.lower() for name, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
 def error_body(reason: str, message: str) -> bytes:
     return json.dumps({"error": message, "reason": reason}).encode()
 
@@ -124,6 +137,16 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool:
+        """Keeps the socket open for the answer of a request that was received whole
+        before its client half-closed (``nc -N``, ``shutdown(SHUT_WR)``); the
+        connection closes after that answer. Otherwise asyncio closes it now."""
+        if (self.cycle is not None and not self.cycle.response_complete
+                and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)):
+            self.cycle.keep_alive = False
+            return True
+        return False
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "head" and self.conn.their_state is h11.IDLE:
@@ -250,6 +273,9 @@ class GuardedH11Protocol(H11Protocol):
                 % self.limits.max_header_bytes
         elif len(scope["headers"]) > self.limits.max_headers:
             refusal = 431, "too_many_headers", "more than %d headers" % self.limits.max_headers
+        elif framed_twice(scope["headers"]):
+            refusal = 400, "bad_http", "the request has both Content-Length and " \
+                "Transfer-Encoding"
         elif len(self.tasks) > self.limits.max_connections or not self._make_room():
             refusal = 503, "too_many_connections", "%d connections hold requests in progress" \
                 % self.limits.max_connections

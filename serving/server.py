@@ -104,11 +104,14 @@ def _serve(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace, settings: Settings, limits: connection_guard.ConnectionLimits,
           model, examples: dict[str, list] | None = None) -> None:
     """Serves ``model`` on ``--host``:``--port`` until interrupted, on uvicorn's h11
-    parser with the connection guard (``serving.connection_guard``)."""
+    parser with the connection guard (``serving.connection_guard``). WebSocket
+    upgrades are off: the API has none, and an upgraded connection would leave
+    the guard's limits and count."""
     import uvicorn
     protocol = connection_guard.guarded_protocol(limits)
     uvicorn.run(create_app(model, settings, examples, protocol.counts), host=args.host,
-                port=args.port, http=protocol, h11_max_incomplete_event_size=limits.max_header_bytes,
+                port=args.port, http=protocol, ws="none",
+                h11_max_incomplete_event_size=limits.max_header_bytes,
                 access_log=args.access_log, log_level="warning", timeout_graceful_shutdown=5)
 
 

@@ -191,3 +191,64 @@ def test_slow_bodies_are_cut_by_their_deadline_and_free_their_slots(server):
         slow.close()
     assert refused(server)["body_timeout"] >= SLOTS
     assert_served(server)
+
+
+def test_a_body_framed_twice_is_refused_and_the_connection_closed(server):
+    """Content-Length and Transfer-Encoding together: h11 would read the chunks while
+    a proxy in front may read the length, so the bytes between would be smuggled in
+    as a request of their own."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(SQUARE_BODY), SQUARE_BODY)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(PREDICT_HEAD + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     % len(chunked) + chunked + smuggled)
+        status, answer = read_answer(sock)  # TimeoutError, had the connection stayed open
+    assert (status, answer) == (400, {"error": "the request has both Content-Length and "
+                                      "Transfer-Encoding", "reason": "bad_http"})
+    for framing in (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                    b"transfer-encoding: identity\r\ncontent-length: 5\r\n"):
+        status, answer = exchange(server.port, PREDICT_HEAD + framing + b"\r\n12345")
+        assert (status, reason_of(answer)) == (400, "bad_http"), answer
+    assert_served(server)
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(server):
+    for request in (predict_request(), b"GET /healthz HTTP/1.0\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            status, answer = read_answer(sock)
+        assert status == 200 and isinstance(answer, dict), (status, answer)
+    # a head cut by the half-close is closed without an answer, at once
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(PREDICT_HEAD)
+        sock.shutdown(socket.SHUT_WR)
+        start = time.monotonic()
+        assert read_answer(sock) == (None, None)
+        assert time.monotonic() - start < 1
+    assert_served(server)
+
+
+def test_a_compressed_body_is_refused_not_read_as_json(server):
+    import gzip
+    body = gzip.compress(SQUARE_BODY)
+    for coding in (b"gzip", b"identity, gzip", b"deflate", b"br"):
+        status, answer = exchange(server.port, PREDICT_HEAD + b"Content-Encoding: %s\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (coding, len(body)) + body)
+        assert (status, reason_of(answer)) == (415, "unsupported_content_encoding"), answer
+    status, answer = exchange(server.port, PREDICT_HEAD + b"Content-Encoding: identity\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(SQUARE_BODY) + SQUARE_BODY)
+    assert status == 200, answer
+
+
+def test_a_websocket_upgrade_is_plain_http_under_the_guard(server):
+    """The API has no WebSocket; an upgraded connection would leave the guard (its
+    slot and deadlines) and answer in plain text."""
+    upgrade = (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    status, answer = exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + upgrade
+                              + b"\r\n")
+    assert status == 200 and answer["status"] == "ok", answer
+    status, answer = exchange(server.port, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n" + upgrade
+                              + b"\r\n")
+    assert (status, reason_of(answer)) == (404, "not_found"), answer
