@@ -129,14 +129,14 @@ def _only_outputs(skipped: list[str]) -> str:
     return " but files pipeline runs write (%d, such as %s), which are never read" % (len(skipped), skipped[0])
 
 
-def quote(value: str, limit: int = 40) -> str:
+def quote(value: str, limit: int = 30) -> str:
     """A value for a one-line error: printable, at most ``limit`` characters
     and a count of the rest."""
     text = value if value.isprintable() else ascii(value)[1:-1]
     return text if len(text) <= limit else "%s... (%d characters)" % (text[:limit], len(value))
 
 
-def quote_names(names: list[str], most: int = 3) -> str:
+def quote_names(names: list[str], most: int = 2) -> str:
     """The first few names, quoted, and how many more."""
     shown = ", ".join(quote(n) for n in names[:most])
     return shown + (" and %d more" % (len(names) - most) if len(names) > most else "")

@@ -104,3 +104,43 @@ def test_gs_output_without_credentials_is_one_line(capsys, tmp_path, bundled_sam
     _one_line_error(capsys, ["--input=%s" % (bundled_sample / "cat.ndjson"),
                              "--output=gs://some-bucket/out"] + SMALL,
                     "gs://some-bucket/out/pipeline.lock", "credentials")
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--output_shards", 100_000_000), ("--train_observations_per_class", 10 ** 9),
+    ("--eval_observations_per_class", 10 ** 9), ("--test_observations_per_class", 10 ** 9),
+    ("--max_points", 10 ** 9), ("--max_bytes", 1 << 40), ("--direct_num_workers", 100_000)])
+def test_numeric_flags_beyond_sane_bounds_are_one_line(capsys, tmp_path, bundled_sample, no_job, flag, value):
+    args = ["--input=%s" % (bundled_sample / "cat.ndjson"), "--output=%s" % (tmp_path / "out")] + SMALL
+    line = _one_line_error(capsys, args + ["%s=%d" % (flag, value)], "%s=%d: must be at most" % (flag, value))
+    assert len(line) < 200
+
+
+def test_classes_given_a_data_file_quotes_a_short_prefix(capsys, tmp_path, bundled_sample, no_job):
+    args = ["--input=%s" % (bundled_sample / "cat.ndjson"), "--output=%s" % (tmp_path / "out")] + SMALL
+    line = _one_line_error(capsys, args + ["--classes=%s" % (bundled_sample / "cup.ndjson")], "--classes: ",
+                           "and 23 more not in the input")
+    assert len(line) < 300, line
+    names = ",".join("c%d-%s" % (i, "x" * 5000) for i in range(3))
+    assert len(_one_line_error(capsys, args + ["--classes=" + names], "--classes: ")) < 300
+
+
+@pytest.mark.slow
+def test_an_output_folder_inside_the_input_glob_is_never_read(tmp_path, bundled_sample, capsys):
+    """``--input='DIR/**' --output=DIR/out`` twice: the second run does not
+    read the first one's manifest, stats, rejects or shards."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("cat.ndjson", "cup.ndjson"):
+        shutil.copy(bundled_sample / name, folder / name)
+    (folder / "bad.ndjson").write_text("not json\n")
+    out = folder / "out"
+    args = ["--input=%s" % (folder / "**"), "--output=%s" % out] + SMALL
+    first = run_lib.run(args)
+    digest = dm.digest(str(out))
+    assert json.loads((out / "manifest.json").read_text())["inputs"] == 3
+    capsys.readouterr()
+    second = run_lib.run(args)
+    assert second == first and dm.digest(str(out)) == digest
+    assert second["totals"]["rejected"] == {"invalid_json": 1}
+    assert "files of the input left out: written by pipeline runs" in capsys.readouterr().out

@@ -10,8 +10,10 @@ import collections
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from hostile_lines import many_points, record
 from pipeline_helpers import read_split
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
 CLASSES = ["cat", "cup", "moon", "ladder"]
 
 
@@ -69,7 +72,7 @@ def _build(sample: Path, folder: Path) -> tuple[dict, dict, dict]:
         (b"", "blank_line"),
     ]
     (folder / "junk.ndjson").write_bytes(b"\n".join(l for l, _ in junk) + b"\n")
-    bad.update({("junk.ndjson", i + 1): r for i, (_, r) in enumerate(junk)})
+    bad.update({("junk.ndjson", i + 1): r for i, (_, r) in enumerate(junk) if r != "blank_line"})
     (folder / "empty.ndjson").write_bytes(b"")
     (folder / "x.ndjson").mkdir()
     # A file that cannot be read even by root (chmod does not stop root):
@@ -125,5 +128,91 @@ def test_damaged_and_odd_files_through_the_command(tmp_path, real_sample):
     t = stats["totals"]
     assert t["read"] == sum(t["selected"].values()) + t["unselected"] + t["filtered"] + sum(
         t["rejected"].values())
-    assert t["read"] == len(written) + len(bad)
+    assert t["read"] == len(written) + len(bad) + 1  # the blank line: counted, not written
+    assert {Path(p).name: n for p, n in stats["rejects_left_out"].items()} == {"junk.ndjson": 1}
     assert dm.verify(str(out)) is not None
+
+
+def _command(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``python -m pipeline.run`` in a process group of its own, killed whole
+    (a test failure) if it has not ended after ``timeout`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run had not ended after %d s" % timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_fifos_devices_and_a_directory_reached_by_a_glob_end_the_run_promptly(tmp_path):
+    """A FIFO would wait for a writer forever, /dev/zero and /dev/urandom never
+    end: each is a damaged file with its reason, found before it is opened.
+    The drawings at the edge of float32 are rasterised without a warning."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cat.ndjson").write_bytes((SAMPLE / "cat.ndjson").read_bytes())
+    os.mkfifo(folder / "pipe.ndjson")
+    os.symlink("/dev/zero", folder / "zero.ndjson")
+    os.symlink("/dev/urandom", folder / "random.ndjson")
+    (folder / "x.ndjson").mkdir()
+    (folder / "edge.ndjson").write_bytes(
+        record(word="cat", key_id="edge", drawing=[[[0, 3.3e38, 1e38], [0, 1, 2]]]) + b"\n"
+        + record(word="cat", key_id="over", drawing=[[[-3e38, 3e38], [0, 1]]]) + b"\n")
+    out = tmp_path / "out"
+    proc = _command(["--input=%s" % (folder / "*.ndjson"), "--output=%s" % out, "--raster", "--skip_transform",
+                     "--train_observations_per_class=30", "--eval_observations_per_class=0",
+                     "--output_shards=1"], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((out / schema.STATS_FILE).read_text())
+    assert {Path(p).name: r for p, r in stats["damaged_files"].items()} == {
+        "pipe.ndjson": "not_a_regular_file", "zero.ndjson": "not_a_regular_file",
+        "random.ndjson": "not_a_regular_file", "x.ndjson": "is_a_directory"}
+    assert "RuntimeWarning" not in proc.stderr + proc.stdout and "overflow" not in proc.stderr
+    assert stats["totals"]["selected"]["train"] == 26 and stats["totals"]["rejected"] == {"ink_out_of_range": 1}
+    assert not (out / dm.LOCK_FILE).exists() and dm.verify(str(out)) is not None
+
+
+@pytest.mark.slow
+def test_a_tiny_gzip_of_millions_of_bad_lines_is_read_in_bounded_memory_and_time(tmp_path):
+    """A 60 KB gzip file: 1M blank lines, 200,000 lines that are not JSON and
+    20,000 copies of one drawing. The rejects are streamed to their file (the
+    first 1,000 of the file, copies past the first 10 only counted), so the
+    run's memory does not grow with them (before: 982 MiB and 147 s; now
+    about 235 MiB and 13 s on the 2-core build machine)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cat.ndjson").write_bytes((SAMPLE / "cat.ndjson").read_bytes())
+    drawing = (SAMPLE / "cat.ndjson").read_bytes().splitlines()[0]
+    with gzip.open(folder / "junk.ndjson.gz", "wb") as f:
+        f.write(b"\n" * 1_000_000 + b"not json\n" * 200_000 + (drawing + b"\n") * 20_000)
+    assert (folder / "junk.ndjson.gz").stat().st_size < 100_000
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.run", "--input=%s" % folder, "--output=%s" % out, "--skip_transform",
+         "--train_observations_per_class=30", "--eval_observations_per_class=0", "--output_shards=1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"))
+    timer = threading.Timer(120, os.killpg, (proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, err[-3000:]
+    assert usage.ru_maxrss < 600 << 10, "peak resident memory %d MiB" % (usage.ru_maxrss >> 10)
+
+    stats = json.loads((out / schema.STATS_FILE).read_text())
+    junk = str(folder / "junk.ndjson.gz")
+    assert stats["totals"]["rejected"] == {"blank_line": 1_000_000, "invalid_json": 200_000, "duplicate": 20_000}
+    assert stats["rejects_left_out"] == {junk: 1_000_000 + 200_000 - 1000 + 20_000 - 10}
+    rejects = [json.loads(l) for l in (out / "rejects-00000-of-00001.ndjson").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejects if r["reason"] == "invalid_json"] == [
+        (1_000_000 + i, "invalid_json") for i in range(1, 1001)]
+    assert [r["line"] for r in rejects if r["reason"] == "duplicate"] == list(range(1_200_001, 1_200_011))
