@@ -1,0 +1,79 @@
+"""The rejects file is a sample of each file's bad lines, and the counts stay
+exact: the first REJECTS_PER_FILE lines rejected while reading a file, in
+order, however the file is cut into byte ranges; blank lines counted only;
+of the copies of one drawing held back in a unit, the first
+COPIES_PER_DRAWING written. ``rejects_left_out`` holds the difference."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import run as run_lib
+from pipeline import sources
+from pipeline import stats as stats_lib
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+FLAGS = ["--train_observations_per_class=30", "--eval_observations_per_class=0", "--output_shards=1",
+         "--skip_transform"]
+
+
+def _rejects(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / "rejects-00000-of-00001.ndjson").read_text().splitlines()]
+
+
+def _reconciles(stats: dict) -> None:
+    t = stats["totals"]
+    assert t["read"] == sum(t["selected"].values()) + t["unselected"] + t["filtered"] + sum(t["rejected"].values())
+
+
+@pytest.mark.slow
+def test_a_files_first_rejects_are_kept_across_its_byte_ranges(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats_lib, "REJECTS_PER_FILE", 3)
+    monkeypatch.setattr(sources, "MIN_UNIT_BYTES", 3000)
+    monkeypatch.setattr(sources, "UNITS_PER_JOB", 1000)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = []
+    for i, line in enumerate((SAMPLE / "cat.ndjson").read_bytes().splitlines()):
+        lines += [line, b"", b"not json %d" % i]
+    path = folder / "cat.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert len(sources.plan_units([str(path)], [path.stat().st_size])) > 4
+    out = tmp_path / "out"
+    stats = run_lib.run(["--input=%s" % folder, "--output=%s" % out, *FLAGS])
+    assert [(r["line"], r["reason"], r["text"]) for r in _rejects(out)] == [
+        (3 * i + 3, "invalid_json", "not json %d" % i) for i in range(3)]
+    assert stats["classes"]["cat"]["rejected"] == {"blank_line": 25, "invalid_json": 25}
+    assert stats["rejects_left_out"] == {str(path): 25 + 25 - 3}
+    _reconciles(stats)
+
+
+@pytest.mark.slow
+def test_copies_of_a_drawing_are_held_once_a_unit_and_the_first_few_written(tmp_path, monkeypatch):
+    """a.ndjson.gz holds the cat drawings and 5 more copies of the first one,
+    b.ndjson.gz (another unit) 4 more: 9 duplicates. Of the copies a unit
+    holds back, the first 2 are written and the rest counted."""
+    monkeypatch.setattr(stats_lib, "COPIES_PER_DRAWING", 2)
+    monkeypatch.setattr(sources, "MIN_UNIT_BYTES", 1000)
+    monkeypatch.setattr(sources, "UNITS_PER_JOB", 1000)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cat = (SAMPLE / "cat.ndjson").read_bytes().splitlines()
+    (folder / "a.ndjson.gz").write_bytes(gzip.compress(b"\n".join(cat + cat[:1] * 5) + b"\n"))
+    (folder / "b.ndjson.gz").write_bytes(gzip.compress(b"\n".join(cat[:1] * 4) + b"\n"))
+    files = [str(folder / "a.ndjson.gz"), str(folder / "b.ndjson.gz")]
+    assert len(sources.plan_units(files, [Path(f).stat().st_size for f in files])) == 2
+    out = tmp_path / "out"
+    stats = run_lib.run(["--input=%s" % folder, "--output=%s" % out, *FLAGS])
+    assert stats["classes"]["cat"]["rejected"] == {"duplicate": 9}
+    assert stats["classes"]["cat"]["selected"]["train"] == 25
+    # b's first copy is dropped at planning (a's comes first); each unit
+    # writes 2 of the copies it held back.
+    assert sorted((Path(r["file"]).name, r["line"], r["reason"]) for r in _rejects(out)) == [
+        ("a.ndjson.gz", 26, "duplicate"), ("a.ndjson.gz", 27, "duplicate"),
+        ("b.ndjson.gz", 1, "duplicate"), ("b.ndjson.gz", 2, "duplicate"), ("b.ndjson.gz", 3, "duplicate")]
+    assert stats["rejects_left_out"] == {files[0]: 3, files[1]: 1}
+    _reconciles(stats)
