@@ -256,9 +256,20 @@ def _lenient_json(line: bytes, error: str):
     except UnicodeDecodeError:
         return Reject(INVALID_UTF8)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except (ValueError, RecursionError):
         return Reject(INVALID_JSON)
+
+
+def _parse_int(digits: str) -> int | float:
+    """A JSON integer; past Python's limit on the digits ``int`` converts (4,300),
+    its float (infinite), so that a long integer is a number that overflows
+    (``non_finite_coordinate``, ``bad_key_id``) like a 400-digit one, not
+    ``invalid_json``. ``float`` reads any number of digits in linear time."""
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
 
 
 def _is_text(s: str) -> bool:
