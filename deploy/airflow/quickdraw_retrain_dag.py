@@ -55,7 +55,7 @@ PIPELINE_PARAMETERS = {
     "train_observations_per_class": "10000",
     "eval_observations_per_class": "1000",
     "test_observations_per_class": "1000",
-    "output_shards": "10",
+    "output_shards": "32",
 }
 DATAFLOW_ENVIRONMENT = {
     "maxWorkers": 32,

@@ -30,14 +30,15 @@ PYTHON=${PYTHON:-python}
 JOB_NAME=quickdraw-$(date -u +%Y%m%d-%H%M%S)
 
 # The pipeline's own parameters: the tutorial's 10,000 training and 1,000 eval
-# drawings per class (plus 1,000 test), 10 shards per split.
+# drawings per class (plus 1,000 test), 32 shards per split (benchmarks/sizing.py:
+# 96 write tasks for 128 cores, a training shard of about 76 MB).
 PARAMETERS=(
   input="$INPUT"
   output="$OUTPUT"
   train_observations_per_class=10000
   eval_observations_per_class=1000
   test_observations_per_class=1000
-  output_shards=10
+  output_shards=32
 )
 
 run() {
