@@ -173,6 +173,14 @@ def _request(url: str, method: str, headers: dict[str, str], timeout: float, can
         conn.close()
 
 
+def declared_length(response: http.client.HTTPResponse) -> int | None:
+    """The Content-Length, or None when there is none, it is not ASCII digits
+    (``str.isdigit`` takes ``²`` and other digits ``int`` refuses) or it has
+    more than 18 (an exabyte; ``int`` refuses 4,300)."""
+    length = (response.getheader("Content-Length") or "").strip()
+    return int(length) if length.isascii() and length.isdigit() and len(length) <= 18 else None
+
+
 def _status_error(response: http.client.HTTPResponse) -> FetchError:
     return FetchError("HTTP %d %s" % (response.status, response.reason))
 
@@ -221,10 +229,10 @@ def head(url: str, settings: Settings, cancel: Cancel | None = None) -> ObjectIn
         with _request(url, "HEAD", {}, settings.timeout, cancel) as response:
             if response.status != 200:
                 raise _status_error(response)
-            length = response.getheader("Content-Length")
-            if length is None or not length.isdigit():
+            length = declared_length(response)
+            if length is None:
                 raise FetchError("the server gave no size (Content-Length) for the object")
-            found.append(_info(response, int(length)))
+            found.append(_info(response, length))
 
     _attempts(settings, lambda: 0, cancel, ask)
     return found[0]
@@ -325,8 +333,8 @@ def _receive(url: str, part: Path, info: ObjectInfo, settings: Settings,
             raise _Retry("HTTP 416: the server refused the range from byte %d" % start)
         else:
             raise _status_error(response)
-        length = response.getheader("Content-Length", "")
-        served = _info(response, start + int(length) if length.isdigit() else info.size)
+        length = declared_length(response)
+        served = _info(response, info.size if length is None else start + length)
         for field in ("size", "crc32c", "md5"):
             if getattr(info, field) and getattr(served, field) and getattr(served, field) != getattr(info, field):
                 raise FetchError("the object changed during the download (%s %s, was %s): run again"
@@ -337,6 +345,25 @@ def _receive(url: str, part: Path, info: ObjectInfo, settings: Settings,
             _copy(response, fd, start, info.size, settings.timeout, on_bytes, cancel)
         finally:
             os.close(fd)
+        if length is None and not _ended(response):
+            on_bytes(-_size(part))
+            os.unlink(part)
+            raise FetchError("the body went on past the object's %d bytes (no Content-Length "
+                             "bounded it): the copy is refused" % info.size)
+
+
+def _ended(response: http.client.HTTPResponse) -> bool:
+    """False when a body sent without a Content-Length (chunked, or until the
+    connection closes) has more bytes after the object's size, or does not end
+    within the timeout: its first bytes are then not the object, whatever their
+    size. Checked because a size is all that verifies a file when the server
+    gives no checksum."""
+    try:
+        return not response.read1(1)
+    except TimeoutError:
+        return False
+    except (OSError, http.client.HTTPException):
+        return True  # closed without a clean end: no byte past the object came
 
 
 def _copy(response: http.client.HTTPResponse, fd: int, start: int, size: int, timeout: float,

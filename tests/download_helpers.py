@@ -41,6 +41,8 @@ class Faults:
     replace_after_head: dict[str, bytes] = field(default_factory=dict)    # new content once HEAD is answered
     ignore_range: bool = False
     chunk_delay: float = 0.0                                               # seconds per 4 KiB sent
+    unbounded_body: dict[str, bytes] = field(default_factory=dict)          # GET: no Content-Length, these bytes after
+    length_header: dict[str, str] = field(default_factory=dict)            # Content-Length sent instead of the size
 
 
 @dataclass
@@ -116,13 +118,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
+        extra = faults.unbounded_body.get(name) if body else None
+        if extra is None:
+            self.send_header("Content-Length", faults.length_header.get(name, str(len(data) - start)))
+        else:
+            self.close_connection = True
         self.send_header("ETag", etag)
         if faults.hashes:
             self.send_header("x-goog-hash", goog_hash(data, faults.hashes))
         self.end_headers()
         if body:
             self._body(name, data, start)
+            if extra:
+                self._send(name, extra)
         elif name in faults.replace_after_head:
             with bucket.lock:
                 bucket.objects[key] = faults.replace_after_head.pop(name)
