@@ -78,8 +78,10 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
     ``*.ndjson`` and ``*.ndjson.gz``. When every input file is a class file
     (``ndjson_format.file_class``), only the requested classes' files are
     read, and a requested class without a file is an error before the job starts."""
-    pattern = pattern or SAMPLE_DIR
-    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    patterns = [p.strip() for p in (SAMPLE_DIR if pattern is None else pattern).split(",")
+                if p.strip()]
+    if not patterns:  # an unset shell variable: the sample is read only when --input is absent
+        raise PipelineError("--input=%r names no file, folder or glob" % pattern)
     expanded = []
     owner = []  # the pattern each expanded pattern comes from
     roots = []  # the folder each expanded pattern starts from

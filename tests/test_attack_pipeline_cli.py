@@ -144,3 +144,9 @@ def test_an_output_folder_inside_the_input_glob_is_never_read(tmp_path, bundled_
     assert second == first and dm.digest(str(out)) == digest
     assert second["totals"]["rejected"] == {"invalid_json": 1}
     assert "files of the input left out: written by pipeline runs" in capsys.readouterr().out
+
+
+def test_empty_input_is_refused_not_taken_as_the_bundled_sample(capsys, no_job):
+    """``--input=$DIR`` with DIR unset: the sample is read only without --input."""
+    for empty in ("--input=", "--input= ", "--input=,", "--input= , "):
+        _one_line_error(capsys, [empty, "--output=unused"] + SMALL, "--input", "names no file")
