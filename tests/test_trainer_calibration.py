@@ -55,6 +55,7 @@ def test_temperature_is_recovered_and_calibrates():
     assert result["ece_uncalibrated"] > 0.2 and result["ece"] < 0.03
     assert result["ece_cross_fitted"] < 0.03
     assert result["confident_wrong"] < result["confident_wrong_uncalibrated"] / 10
+    assert result["confident_wrong_cross_fitted"] < result["confident_wrong_uncalibrated"] / 10
     bins = result["reliability"]["calibrated"]
     assert len(bins) == BINS and sum(b["count"] for b in bins) == len(labels)
 

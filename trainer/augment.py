@@ -7,7 +7,7 @@ changed, and normalised again the way the tutorial's ``parse_line`` does,
 so the model always sees ink of the same kind as at eval and serving time.
 The changes: the whole drawing scaled per axis, sheared and rotated, every
 point moved a little, some points inside strokes dropped and some whole
-strokes dropped (one always stays). Random numbers come from stateless ops
+strokes dropped (never the one with the most points). Random numbers come from stateless ops
 seeded per example, so a seed gives the same augmented drawing every time.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ class AugmentConfig:
     rotation: float = 15.0      # degrees, in [-rotation, rotation]
     jitter: float = 0.01        # standard deviation of each point's move (unit-square units)
     drop_points: float = 0.1    # probability that a point inside a stroke is dropped
-    drop_strokes: float = 0.1   # probability that a stroke is dropped (one always stays)
+    drop_strokes: float = 0.1   # probability that a stroke is dropped (never the longest)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,7 +51,8 @@ def augment_points(points: tf.Tensor, ends: tf.Tensor, seed: tf.Tensor,
 
     ``seed`` is a stateless seed (two int32 or int64). Stroke ends and
     starts are never dropped as points, so every kept stroke keeps its
-    shape's ends and its flag; at least one stroke always stays.
+    shape's ends and its flag. The stroke with the most points (usually the
+    outline) always stays.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
     n = tf.shape(points)[0]
@@ -64,9 +65,10 @@ def augment_points(points: tf.Tensor, ends: tf.Tensor, seed: tf.Tensor,
     interior = ~(starts | is_end)
     keep = ~(interior & (tf.random.stateless_uniform([n], seeds[2]) < config.drop_points))
     stroke = tf.cumsum(tf.cast(starts, tf.int32)) - 1
-    chance = tf.random.stateless_uniform([stroke[-1] + 1], seeds[3])
-    kept_strokes = (chance >= config.drop_strokes) | tf.equal(
-        tf.range(tf.shape(chance)[0]), tf.argmax(chance, output_type=tf.int32))
+    strokes = stroke[-1] + 1
+    sizes = tf.math.unsorted_segment_sum(tf.ones_like(stroke), stroke, strokes)
+    kept_strokes = (tf.random.stateless_uniform([strokes], seeds[3]) >= config.drop_strokes) | \
+        tf.equal(tf.range(strokes), tf.argmax(sizes, output_type=tf.int32))
     keep &= tf.gather(kept_strokes, stroke)
     return tf.boolean_mask(moved, keep), tf.boolean_mask(ends, keep)
 

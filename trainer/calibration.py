@@ -101,8 +101,9 @@ class CalibrationStats:
         ``ece``/``loss_calibrated``/``confident_wrong`` at that temperature,
         on the examples it was fitted on; ``ece_uncalibrated``/
         ``confident_wrong_uncalibrated`` at temperature 1;
-        ``ece_cross_fitted``: each half at the temperature fitted on the
-        other half, an out-of-sample estimate; ``reliability``: per bin of
+        ``ece_cross_fitted``/``confident_wrong_cross_fitted``: each half at
+        the temperature fitted on the other half, an out-of-sample estimate;
+        ``reliability``: per bin of
         top-1 probability, the count, mean probability and accuracy.
         """
         if self.seen == 0:
@@ -111,17 +112,19 @@ class CalibrationStats:
         if fit:
             best = int(np.argmin(self.nll.sum(axis=0)))
             best_a, best_b = (int(np.argmin(self.nll[h])) for h in (0, 1))
-            cross = self._ece([(1, best_a), (0, best_b)])
+            crossed = [(1, best_a), (0, best_b)]
         else:
             best = len(self.temperatures) - 1 - one if len(self.temperatures) == 2 else one
-            cross = self._ece([(0, best), (1, best)])
+            crossed = [(0, best), (1, best)]
         return {
             "temperature": float(self.temperatures[best]),
             "ece": self._ece([(0, best), (1, best)]),
             "ece_uncalibrated": self._ece([(0, one), (1, one)]),
-            "ece_cross_fitted": cross,
+            "ece_cross_fitted": self._ece(crossed),
             "loss_calibrated": float(self.nll[:, best].sum() / self.seen),
             "confident_wrong": int(self.confident_wrong[:, best].sum()),
             "confident_wrong_uncalibrated": int(self.confident_wrong[:, one].sum()),
+            "confident_wrong_cross_fitted": int(sum(self.confident_wrong[h, t]
+                                                    for h, t in crossed)),
             "reliability": {"uncalibrated": self._bins(one), "calibrated": self._bins(best)},
         }

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment_drop_points", type=float, default=0.1,
                        help="drop each point inside a stroke with this probability")
     train.add_argument("--augment_drop_strokes", type=float, default=0.1,
-                       help="drop each stroke with this probability (one always stays)")
+                       help="drop each stroke with this probability (never the longest)")
     train.add_argument("--steps_per_execution", type=int, default=10,
                        help="training steps per compiled call; the host reads the loss and "
                             "the step once per call")
