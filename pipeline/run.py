@@ -37,7 +37,7 @@ import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from ndjson_format import file_class
-from pipeline import console, inputs, output_folder, sources, worker
+from pipeline import console, inputs, local_files, output_folder, sources, worker
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions, help_parser
@@ -53,14 +53,24 @@ class PipelineError(command_line.UserError):
     """A problem with the options or inputs, reported as one line."""
 
 
+# A file of class names is read whole: 345 names take 4 kB, so this is room to spare.
+MAX_CLASSES_FILE_BYTES = 1 << 20
+
+
 def read_classes(value: str | None) -> list[str] | None:
     """``--classes``: a comma-separated list, or a file with one name per line."""
     if not value:
         return None
     if FileSystems.exists(value) and not value.endswith("/"):
         try:
-            with FileSystems.open(value) as f:
-                names = schema.parse_classes(f.read())
+            # a local FIFO would block the open and /dev/zero never end: regular files only
+            opened = local_files.open_regular(value) if sources.is_local(value) \
+                else FileSystems.open(value)
+            with opened as f:
+                data = f.read(MAX_CLASSES_FILE_BYTES + 1)
+            if len(data) > MAX_CLASSES_FILE_BYTES:
+                raise ValueError("more than %d bytes" % MAX_CLASSES_FILE_BYTES)
+            names = schema.parse_classes(data)
         except (OSError, ValueError) as e:
             raise PipelineError("--classes=%s cannot be read as a file of class names: %s" % (
                 quote(value, 200), " ".join(str(e).split())[:200])) from None

@@ -150,3 +150,17 @@ def test_empty_input_is_refused_not_taken_as_the_bundled_sample(capsys, no_job):
     """``--input=$DIR`` with DIR unset: the sample is read only without --input."""
     for empty in ("--input=", "--input= ", "--input=,", "--input= , "):
         _one_line_error(capsys, [empty, "--output=unused"] + SMALL, "--input", "names no file")
+
+
+def test_classes_naming_a_fifo_a_device_or_a_huge_file_is_one_line(capsys, tmp_path, no_job):
+    """A FIFO would block the open for a writer and /dev/zero never end."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.txt"
+    huge.write_bytes(b"cat\n" * (1 << 19))
+    for value, words in ((fifo, ("a FIFO, not a regular file",)),
+                         ("/dev/zero", ("a character device",)),
+                         (tmp_path, ("a directory",)),
+                         (huge, ("more than 1048576 bytes",))):
+        _one_line_error(capsys, ["--classes=%s" % value, "--output=unused"] + SMALL,
+                        "--classes=", *words)
