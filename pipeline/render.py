@@ -70,9 +70,15 @@ class Candidate:
 
 def resolve_inputs(pattern: str) -> list[Path]:
     """The files ``pattern`` names: a file, a glob, or a directory (its ndjson
-    files, else its TFRecord shards)."""
+    files, else its TFRecord shards). A path the system refuses to look up
+    (a name too long) is a ``RenderError``: ``Path.is_dir`` raises on it."""
     path = Path(pattern)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as e:
+        raise RenderError("--input %s: %s" % (command_line.one_line(pattern, 100),
+                                              e.strerror or e)) from None
+    if is_dir:
         files = [p for p in sorted(path.iterdir()) if p.name.endswith(NDJSON_SUFFIXES)]
         if not files:
             files = [Path(p) for split in schema.SPLITS for p in

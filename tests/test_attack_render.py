@@ -64,3 +64,10 @@ def test_a_mosaic_too_large_to_hold_is_refused_before_reading(inputs, tmp_path, 
     _one_line_error(capsys, ["--input", str(inputs), "--output", out, "--rows", "3000", "--cols", "3000"],
                     "pixels")
     assert not os.path.exists(out)
+
+
+def test_an_input_name_too_long_to_look_up_is_one_line(tmp_path, capsys):
+    code = main(["--input=" + "a" * 5000, "--output=%s" % (tmp_path / "m.png")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --input aaaa"), err
+    assert "File name too long" in err[0] and len(err[0]) < 200, err
