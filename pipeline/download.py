@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from command_line import Parser, UserError, report
+from command_line import Parser, UserError, one_line, report
 from pipeline import class_groups
 from pipeline.http_fetch import (PART, Cancel, Cancelled, FetchError, ObjectInfo, Outcome, Settings, fetch,
                                  head, object_url)
@@ -108,14 +108,14 @@ def writable_folder(dest: str | None) -> Path:
     if not dest:
         raise UserError("--dest is missing: name the folder to download into")
     folder = Path(dest)
-    if folder.exists() and not folder.is_dir():
-        raise UserError("--dest %s is a file: name a folder" % dest)
-    try:
+    try:  # Path.exists raises on a name the system refuses (too long)
+        if folder.exists() and not folder.is_dir():
+            raise UserError("--dest %s is a file: name a folder" % dest)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError("--dest %s cannot be written: %s" % (dest, e.strerror or e)) from None
+        raise UserError("--dest %s cannot be written: %s" % (one_line(dest, 100), e.strerror or e)) from None
     return folder
 
 

@@ -59,3 +59,10 @@ def test_declared_length_reads_ascii_digits_only():
     assert [http_fetch.declared_length(Response(v)) for v in
             ("123", " 42 ", None, "", "\u00b2", "\u0665", "+1", "9" * 19)] == \
         [123, 42, None, None, None, None, None, None]
+
+
+def test_a_dest_name_too_long_to_look_up_is_one_line(capsys):
+    assert download.main(["--classes=cat", "--dest=" + "a" * 5000]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --dest aaaa"), err
+    assert "File name too long" in err[0], err
