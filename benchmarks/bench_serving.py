@@ -6,6 +6,12 @@ latency, the mean batch the server formed, and the machine's load average
 
     python benchmarks/bench_serving.py [--model=EXPORT] [--clients 1,8,32] [--seconds 15]
 
+With ``--profile`` each row also samples the server with py-spy (``pip install
+py-spy``) and prints where its two threads spent the row's wall time: the event
+loop (h11, the connection guard, Starlette, validation, JSON encoding, socket
+writes, idle) and the model thread (the TensorFlow call, building the batch,
+idle).
+
 Without ``--model`` it exports the tutorial's default-size classifier (344
 classes, random weights: latency does not depend on the weights) to a
 temporary folder first. The first line is the floor: the same drawings through
@@ -24,6 +30,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -114,7 +121,54 @@ def run_clients(port: int, bodies: list[bytes], clients: int, seconds: float) ->
             "p90_ms": round(float(np.percentile(ms, 90)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "mean_batch": round((after["drawings"] - before["drawings"]) / batches, 2),
+            "drawings_per_call": round((after["drawings"] - before["drawings"])
+                                       / max(1, after.get("calls", 0) - before.get("calls", 0)), 2),
             "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+# Where a sampled stack is, by its innermost frame that names one of these.
+PROFILE_PARTS = [("idle", "EpollSelector.select"), ("idle", "_worker (concurrent/futures/thread.py"),
+                 ("TensorFlow call", "tensorflow/"), ("batch building", "probabilities (serving/model.py"),
+                 ("h11", "h11/"), ("uvicorn", "uvicorn/"), ("connection guard", "connection_guard.py"),
+                 ("validation", "parse_instances"), ("validation", "ndjson_format.py"),
+                 ("JSON encoding", "json_response"), ("JSON encoding", "prediction (serving/app.py"),
+                 ("batcher", "batcher.py"), ("Starlette", "starlette/"),
+                 ("socket write", "write (asyncio/selector_events"),
+                 ("socket read", "_read_ready"), ("asyncio", "asyncio/")]
+
+
+def profile_breakdown(raw: str) -> dict:
+    """Per thread (event loop, model), the share of samples in each part, from
+    py-spy's raw output (``thread;frame;...;frame count`` per line)."""
+    shares: dict[str, dict[str, float]] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        thread = "model" if "model" in frames[0] else "event loop"
+        part = next((name for frame in reversed(frames[1:]) for name, key in PROFILE_PARTS
+                     if key in frame), "other")
+        shares.setdefault(thread, {}).setdefault(part, 0.0)
+        shares[thread][part] += int(count)
+    for parts in shares.values():
+        total = sum(parts.values())
+        for name in parts:
+            parts[name] = round(100 * parts[name] / total, 1)
+    return {thread: dict(sorted(parts.items(), key=lambda kv: -kv[1]))
+            for thread, parts in shares.items()}
+
+
+def profiled(pid: int, seconds: float, run: Callable[[], dict]) -> dict:
+    """``run()``, with the server sampled by py-spy meanwhile; its breakdown added."""
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        py_spy = Path(sys.executable).with_name("py-spy")
+        spy = subprocess.Popen([str(py_spy) if py_spy.exists() else "py-spy", "record", "--pid", str(pid), "--threads", "--idle",
+                                "--rate", "200", "--format", "raw", "--nonblocking",
+                                "--duration", str(int(seconds)), "-o", out.name],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = run()
+        spy.wait()
+        result["profile_percent"] = profile_breakdown(Path(out.name).read_text())
+    return result
 
 
 def model_only(model: str, bodies: list[bytes], n: int = 200) -> dict:
@@ -144,6 +198,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--port", type=int, default=8599)
     p.add_argument("--server_args", default="", help="extra quickdraw-serve options")
+    p.add_argument("--profile", action="store_true", help="sample the server with py-spy")
     args = p.parse_args(argv)
     bodies = drawings()
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +211,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             results = [model_only(model, bodies)]
             print(json.dumps(results[0]), flush=True)
             for clients in [int(c) for c in args.clients.split(",")]:
-                result = run_clients(args.port, bodies, clients, args.seconds)
+                def row(clients=clients):
+                    return run_clients(args.port, bodies, clients, args.seconds)
+                result = profiled(server.pid, args.seconds, row) if args.profile else row()
                 results.append(result)
                 print(json.dumps(result), flush=True)
         finally:

@@ -256,6 +256,7 @@ def create_app(model, settings: Settings, examples: dict[str, list] | None = Non
     connection_counts = {} if connection_counts is None else connection_counts
     classes = list(model.classes)
     class_ids = {c: i for i, c in enumerate(classes)}
+    class_set = set(classes)
     batcher = Batcher(model.probabilities, settings.max_batch, settings.batch_wait_ms / 1000,
                       settings.max_queue)
     version = str(model.version)
@@ -275,8 +276,9 @@ def create_app(model, settings: Settings, examples: dict[str, list] | None = Non
         if missing is not None:
             return missing
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            drawings, targets = parse_instances(body, settings, set(classes))
+            with batcher.reading():
+                body = await read_body(request, settings.max_body_bytes)
+                drawings, targets = parse_instances(body, settings, class_set)
             probabilities = await batcher.submit(drawings)
         except BadRequest as e:  # a body not read to its end ends the connection
             return error(e.status, e.reason, str(e),
@@ -319,7 +321,8 @@ def create_app(model, settings: Settings, examples: dict[str, list] | None = Non
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "model": settings.model_name, "version": version,
-                              "batches": batcher.batches, "drawings": batcher.drawings,
+                              "batches": batcher.batches, "calls": batcher.calls,
+                              "drawings": batcher.drawings,
                               "refused_connections": dict(connection_counts)})
 
     async def page(request: Request) -> Response:
