@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 
@@ -101,6 +102,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# uvicorn's warnings about one client's bad request, which any client can make
+# it print at will; the guard answers them in JSON and counts them in /healthz.
+_CLIENT_NOISE = ("Invalid HTTP request received", "Unsupported upgrade request",
+                 "No supported WebSocket library detected")
+
+
+def _client_noise(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_CLIENT_NOISE)
+
+
 def serve(args: argparse.Namespace, settings: Settings, limits: connection_guard.ConnectionLimits,
           model, examples: dict[str, list] | None = None) -> None:
     """Serves ``model`` on ``--host``:``--port`` until interrupted, on uvicorn's h11
@@ -108,6 +119,7 @@ def serve(args: argparse.Namespace, settings: Settings, limits: connection_guard
     upgrades are off: the API has none, and an upgraded connection would leave
     the guard's limits and count."""
     import uvicorn
+    logging.getLogger("uvicorn.error").addFilter(_client_noise)
     protocol = connection_guard.guarded_protocol(limits)
     uvicorn.run(create_app(model, settings, examples, protocol.counts), host=args.host,
                 port=args.port, http=protocol, ws="none",

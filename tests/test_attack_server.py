@@ -252,3 +252,22 @@ def test_a_websocket_upgrade_is_plain_http_under_the_guard(server):
     status, answer = exchange(server.port, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n" + upgrade
                               + b"\r\n")
     assert (status, reason_of(answer)) == (404, "not_found"), answer
+
+
+def test_bad_requests_do_not_flood_the_log():
+    """Each malformed request or upgrade made uvicorn print a warning: any
+    client could fill the log. They are answered and counted instead."""
+    process = ServerProcess(module="serving_helpers", timeout=60)
+    try:
+        upgrade = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        for _ in range(20):
+            assert exchange(process.port, b"\x16\x03\x01 not http\r\n\r\n")[0] == 400
+            assert exchange(process.port, upgrade)[0] == 200
+        assert refused(process)["bad_http"] >= 20
+    finally:
+        process.stop()
+    output = process.process.stdout.read().decode()
+    assert "Invalid HTTP request" not in output and "WebSocket" not in output \
+        and "upgrade" not in output, output
