@@ -31,19 +31,21 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners import DataflowRunner
 from apache_beam.runners.runner import PipelineState, create_runner
 
 import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from ndjson_format import file_class
-from pipeline import console, inputs, local_files, output_folder, sources, worker
+from pipeline import console, counters, inputs, local_files, output_folder, sources, worker
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions, help_parser
 from pipeline.tft_analysis import AnalyzeTrainingSplit
 from pipeline.transforms import (COUNTS, LINES, REJECT_PARTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
-                                 RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards, WriteStats)
+                                 RecordCounters, RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards,
+                                 WriteStats)
 
 WORK_DIR = ".tmp-work"  # the workers' spill and run files, removed at the end
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample")
@@ -171,12 +173,14 @@ def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, file
     written = sections | "WriteShards" >> WriteShards(opts.output, work_dir, quota, opts.output_shards)
     rejects = ((read[REJECT_PARTS], copies) | "AllRejects" >> beam.Flatten(), read[LINES]) | (
         "WriteRejects" >> WriteRejects(opts.output))
+    counts = (read[COUNTS], selected_counts, copy_counts) | "AllCounts" >> beam.Flatten()
+    stats = counts | "WriteStats" >> WriteStats(opts.output)
     finished = [
         (written, rejects) | "RemoveWorkFiles" >> RemoveWorkFiles(work_dir),
         class_names | "WriteClassFile" >> WriteClassFile(opts.output),
         rejects,
-        ((read[COUNTS], selected_counts, copy_counts) | "AllCounts" >> beam.Flatten()
-         | "WriteStats" >> WriteStats(opts.output))]
+        stats]
+    (counts, stats) | "RecordCounters" >> RecordCounters()
     if analyze:
         finished.append(train_rows | "AnalyzeTrainingSplit" >> AnalyzeTrainingSplit(opts.output, temp_dir))
     return finished
@@ -311,6 +315,18 @@ def local_runner(options: PipelineOptions):
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
+def launch_runner(options: PipelineOptions):
+    """The runner of a run: ``local_runner``'s for the DirectRunner, Dataflow's
+    with progress lines while the launcher waits, else None (Beam's own)."""
+    local = local_runner(options)
+    if local is not None:
+        return local
+    runner = options.view_as(StandardOptions).runner
+    if runner and type(create_runner(runner)) is DataflowRunner:  # pylint: disable=unidiomatic-typecheck
+        return counters.DataflowRunnerWithProgress()
+    return None
+
+
 class _LocalRunner(fn_runner.FnApiRunner):
     """Beam's FnApiRunner, whose worker processes end with this process
     (``pipeline.worker``) instead of outliving a killed launcher."""
@@ -424,7 +440,7 @@ def run(argv: list[str] | None = None) -> dict:
         console.set_progress(console.Progress(len(files)))
         fields = {"seed": opts.seed, "options": recorded_options(opts), "inputs": len(files),
                   "code_version": dataset_manifest.code_version()}
-        with beam.Pipeline(runner=local_runner(options), options=options) as p:
+        with beam.Pipeline(runner=launch_runner(options), options=options) as p:
             finished = build(p, opts, quota, files, classes,
                              FileSystems.join(output, output_folder.TEMP_TRANSFORM))
             tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)
@@ -436,7 +452,9 @@ def run(argv: list[str] | None = None) -> dict:
             logging.info("The job goes on without this launcher (state %s); it writes %s when the "
                          "dataset is complete", p.result.state, dataset_manifest.MANIFEST_FILE)
             return {}
-        return _finish(output, quota, classes, len(skipped))
+        stats = _finish(output, quota, classes, len(skipped))
+        counters.check(p.result, stats)
+        return stats
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     finally:

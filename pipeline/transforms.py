@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 
 import tfrecord_schema as schema
 from ndjson_format import Limits, Reject, check_line, file_class
-from pipeline import console, sources
+from pipeline import console, counters, sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.atomic_files import publish, temp_path, tfrecord_frame, write_atomically
@@ -46,7 +46,6 @@ from pipeline.raster import rasterize
 from pipeline.tft_analysis import to_record_batch
 
 REJECT_PARTS, COUNTS, TRAIN_ROWS, SPILLS, LINES = "reject_parts", "counts", "train_rows", "spills", "lines"
-_NAMESPACE = "quickdraw"
 _MAX_REJECT_TEXT = 100_000
 _BATCH_ROWS = 8192
 # Sections merged at once: each open file holds a read buffer (16 MB on gs://).
@@ -75,9 +74,6 @@ class _ReadUnit(beam.DoFn):
     def setup(self):
         if self._warm_up:
             threading.Thread(target=_import_tensorflow, name="import-tensorflow", daemon=True).start()
-        self._read = Metrics.counter(_NAMESPACE, "lines_read")
-        self._valid = Metrics.counter(_NAMESPACE, "drawings_valid")
-        self._filtered = Metrics.counter(_NAMESPACE, "drawings_filtered")
 
     def process(self, element):
         number, ranges = element
@@ -91,7 +87,6 @@ class _ReadUnit(beam.DoFn):
             try:
                 for offset, line in sources.read_lines(r, self._max_bytes):
                     lines += 1
-                    self._read.inc()
                     d = check_line(line, self._limits, expected_word)
                     if isinstance(d, Reject):
                         reject = d
@@ -110,10 +105,8 @@ class _ReadUnit(beam.DoFn):
                     if (self._recognized_only and not d.recognized) or (
                             self._classes is not None and word not in self._classes):
                         counts[(word, stats_lib.FILTERED)] += 1
-                        self._filtered.inc()
                         continue
                     counts[(word, stats_lib.VALID)] += 1
-                    self._valid.inc()
                     rank = split_lib.rank_key(self._seed, d.key_id, r.file, offset, line)
                     bucket = candidates[word]
                     if bucket.add(rank, (d.key_id, d.countrycode, d.recognized, d.timestamp,
@@ -599,6 +592,32 @@ class WriteStats(beam.PTransform):
     def _write(self, stats):
         write_atomically(self._path, stats_lib.to_json(stats))
         return stats
+
+
+class _IncrementCounters(beam.DoFn):
+    """Adds a dict of counts ``{counter name: n}`` to the run's Beam counters."""
+
+    def __init__(self, to_counters):
+        self._to_counters = to_counters
+        self._counters: dict = {}
+
+    def process(self, element):
+        for name, n in self._to_counters(element).items():
+            if name not in self._counters:
+                self._counters[name] = Metrics.counter(counters.NAMESPACE, name)
+            self._counters[name].inc(n)
+
+
+class RecordCounters(beam.PTransform):
+    """(partial counts, stats) -> the run's Beam counters (``pipeline.counters``):
+    each partial count dict as it comes, so the UIs show the run's progress,
+    and the damaged files once from the stats, where each counts once."""
+
+    def expand(self, inputs):
+        partial, stats = inputs
+        return (
+            partial | "Counts" >> beam.ParDo(_IncrementCounters(counters.increments)),
+            stats | "DamagedFiles" >> beam.ParDo(_IncrementCounters(counters.damaged)))
 
 
 def _line_starts(lines: list) -> dict:
