@@ -12,6 +12,7 @@ the error says which file to delete.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import logging
@@ -58,10 +59,11 @@ def check_served(path: str, flag: str) -> None:
         raise OutputError("%s=%s: %s" % (flag, path, e)) from None
 
 
-def check_writable(path: str, flag: str) -> None:
+def check_writable(path: str, flag: str, create: bool = True) -> None:
     """Refuses before the job a local folder that cannot be created or written
     (a file in the way, no permission, a read-only disk). gs:// is checked by
-    the first write, the lock."""
+    the first write, the lock. ``create=False`` (a dry run) writes nothing:
+    the folder, or the nearest one that exists, is asked for write access."""
     if "://" in path:
         return
     target = os.path.abspath(path)
@@ -72,6 +74,11 @@ def check_writable(path: str, flag: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise OutputError("%s=%s cannot be created: %s is a file" % (flag, path, existing))
+    if not create:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError("%s=%s is not writable: %s" % (flag, path, os.strerror(
+                errno.EROFS if _read_only(existing) else errno.EACCES)))
+        return
     try:
         os.makedirs(target, exist_ok=True)
         probe = os.path.join(target, ".tmp-probe-%s" % uuid.uuid4().hex)
@@ -80,6 +87,13 @@ def check_writable(path: str, flag: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise OutputError("%s=%s is not writable: %s" % (flag, path, e.strerror or e)) from None
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _top_level(folder: str) -> dict[str, bool]:

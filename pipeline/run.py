@@ -7,6 +7,7 @@ Works on the DirectRunner, Dataflow and Flink alike (standard Beam options).
 A run checks its options and folders before the job, locks the output folder,
 invalidates its manifest and removes an earlier run's outputs, and writes the
 manifest last (dataset_manifest.py): a folder is a complete dataset or refused.
+A dry run (``--dry_run=True``) builds the job and leaves the folder as it is.
 Exit status: 0 done, 2 a user error (one line on stderr), 1 anything else.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import difflib
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -420,33 +423,39 @@ def run(argv: list[str] | None = None) -> dict:
     if skipped:
         logging.info("Leaving out %d files of the input that pipeline runs wrote, such as %s",
                      len(skipped), skipped[0])
+    # A dry run builds the job and submits nothing: it must leave the folder
+    # (an earlier dataset, say) as it is, so it checks without writing, takes
+    # no lock, and tf.Transform writes the graph's SavedModels elsewhere.
+    dry_run = options.view_as(TestOptions).dry_run
     try:
         output_folder.check_served(output, "--output")
-        output_folder.check_writable(output, "--output")
+        output_folder.check_writable(output, "--output", create=not dry_run)
         temp_location = options.view_as(GoogleCloudOptions).temp_location
         if temp_location:
-            output_folder.check_writable(temp_location, "--temp_location")
-        lock = output_folder.OutputLock(output)
-        lock.acquire()
+            output_folder.check_writable(temp_location, "--temp_location", create=not dry_run)
+        lock = None if dry_run else output_folder.OutputLock(output)
+        if lock:
+            lock.acquire()
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
+    temp_dir = tempfile.mkdtemp(prefix="quickdraw-dry-run-") if dry_run else FileSystems.join(
+        output, output_folder.TEMP_TRANSFORM)
     try:
-        dataset_manifest.invalidate(output)
-        removed = output_folder.remove_outputs(output)
-        if removed:
-            logging.info("Removed %d outputs of an earlier run from %s", len(removed), output)
+        if lock:
+            dataset_manifest.invalidate(output)
+            removed = output_folder.remove_outputs(output)
+            if removed:
+                logging.info("Removed %d outputs of an earlier run from %s", len(removed), output)
         logging.info("Reading %d files into %s; starting the job (%s)", len(files), output,
                      options.view_as(StandardOptions).runner or "DirectRunner")
         console.set_progress(console.Progress(len(files)))
         fields = {"seed": opts.seed, "options": recorded_options(opts), "inputs": len(files),
                   "code_version": dataset_manifest.code_version()}
         with beam.Pipeline(runner=launch_runner(options), options=options) as p:
-            finished = build(p, opts, quota, files, classes,
-                             FileSystems.join(output, output_folder.TEMP_TRANSFORM))
+            finished = build(p, opts, quota, files, classes, temp_dir)
             tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)
-        if options.view_as(TestOptions).dry_run:
-            logging.info("Dry run: the job graph is built and was not submitted; %s has no dataset",
-                         output)
+        if dry_run:
+            logging.info("Dry run: the job graph is built and was not submitted; %s is untouched", output)
             return {}
         if p.result.state != PipelineState.DONE:
             logging.info("The job goes on without this launcher (state %s); it writes %s when the "
@@ -458,7 +467,10 @@ def run(argv: list[str] | None = None) -> dict:
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     finally:
-        lock.release()
+        if lock:
+            lock.release()
+        if dry_run:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

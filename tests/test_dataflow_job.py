@@ -96,6 +96,50 @@ def dry_run_jobs(monkeypatch):
     return jobs
 
 
+@pytest.fixture()
+def launched_jobs(monkeypatch):
+    """Jobs handed to Dataflow that go on without the launcher, as a Flex
+    Template launch does: the launcher's work before and after the job runs,
+    and nothing reaches the service."""
+    from apache_beam.runners.dataflow import dataflow_runner
+    from apache_beam.runners.runner import PipelineResult, PipelineState
+    jobs = []
+
+    def run_pipeline(self, pipeline, options):
+        jobs.append(pipeline)
+        result = PipelineResult(PipelineState.RUNNING)
+        result.wait_until_finish = lambda duration=None: PipelineState.RUNNING
+        return result
+    monkeypatch.setattr(dataflow_runner.DataflowRunner, "run_pipeline", run_pipeline)
+    return jobs
+
+
+def folder_contents(folder: Path) -> dict:
+    """Every file and folder under ``folder`` with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.slow
+def test_a_dry_run_leaves_the_output_folder_as_it_was(tmp_path, dry_run_jobs, bundled_sample):
+    """No lock, no incomplete marker, no removal, no probe file and no
+    tf.Transform SavedModels in the folder: an earlier dataset stays complete."""
+    output = tmp_path / "out"
+    run_lib.run(["--input=%s" % bundled_sample, "--output=%s" % output, "--skip_transform"])
+    manifest = dataset_manifest.verify(str(output))
+    before = folder_contents(output)
+    argv = replace_flag(replace_flag(direct_argv(), "--input", str(bundled_sample)), "--output", str(output))
+    assert run_lib.run(argv + ["--dry_run=True"]) == {}
+    [job] = dry_run_jobs
+    assert "AnalyzeTrainingSplit/PublishTransformOutput" in {
+        t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert folder_contents(output) == before
+    assert dataset_manifest.verify(str(output)) == manifest
+    fresh = tmp_path / "not" / "made"
+    assert run_lib.run(replace_flag(argv, "--output", str(fresh)) + ["--dry_run=True", "--skip_transform"]) == {}
+    assert not (tmp_path / "not").exists()
+
+
 # The graph, its functions and the workers' environment.
 
 LOAD = r'''
@@ -257,7 +301,7 @@ def gcs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_launcher_lists_locks_clears_and_seals_on_gcs(gcs, tmp_path, dry_run_jobs, real_sample, caplog):
+def test_launcher_lists_locks_clears_and_seals_on_gcs(gcs, tmp_path, launched_jobs, real_sample, caplog):
     for word in CLASSES:
         gcs.blob("input/%s.ndjson" % word).upload_from_filename(str(real_sample / ("%s.ndjson" % word)))
     earlier = ["ds/manifest.json", "ds/training.tfrecord-00000-of-00003", "ds/.tmp-work/spill-000000",
@@ -275,14 +319,19 @@ def test_launcher_lists_locks_clears_and_seals_on_gcs(gcs, tmp_path, dry_run_job
     lock = gcs.blob("ds/" + dataset_manifest.LOCK_FILE)
     lock.upload_from_string(json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "token": "t"}))
     with pytest.raises(run_lib.PipelineError, match="another run is writing into this folder"):
-        run_lib.run(argv + ["--dry_run=True", "--skip_transform"])
+        run_lib.run(argv + ["--skip_transform"])
+    assert sorted(b.name for b in gcs.list_blobs(prefix="ds/")) == sorted(
+        earlier + ["ds/notes.txt", lock.name])
+    # A dry run neither waits for the lock nor touches the folder.
+    assert run_lib.run(argv + ["--dry_run=True", "--skip_transform"]) == {}
     assert sorted(b.name for b in gcs.list_blobs(prefix="ds/")) == sorted(
         earlier + ["ds/notes.txt", lock.name])
     lock.delete()
 
     caplog.set_level(logging.INFO)
-    run_lib.run(argv + ["--dry_run=True", "--skip_transform"])
-    assert len(dry_run_jobs) == 1
+    assert run_lib.run(argv + ["--skip_transform"]) == {}
+    assert len(launched_jobs) == 2   # the dry run's and this one
+    assert "The job goes on without this launcher (state RUNNING)" in caplog.text
     assert "Reading %d files into %s" % (len(CLASSES), output) in caplog.text
     assert sorted(b.name for b in gcs.list_blobs(prefix="ds/")) == ["ds/manifest.json", "ds/notes.txt"]
     assert json.loads(gcs.blob("ds/manifest.json").download_as_bytes()) == {
