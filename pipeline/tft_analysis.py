@@ -41,20 +41,15 @@ def raw_feature_spec(tf) -> dict:
 
 
 def normalize_ragged(tf, x, y, stroke_end):
-    """parse_line in TensorFlow on ragged [batch, points] tensors.
+    """parse_line on ragged [batch, points] tensors: the trainer's TensorFlow
+    normalisation (``trainer.preprocess.normalize_strokes``, the one the
+    export and the augmentation run too) on the padded batch, ragged again.
+    Same float32 operations as the NumPy writer, so the same ink bit for bit."""
+    from trainer.preprocess import normalize_strokes
 
-    Same float32 operations in the same order as the NumPy original, so the
-    ink matches it (bit for bit on CPU).
-    """
-    def unit(v):
-        lower = tf.reduce_min(v, axis=1, keepdims=True)
-        scale = tf.reduce_max(v, axis=1, keepdims=True) - lower
-        scale = tf.where(tf.equal(scale, 0.0), tf.ones_like(scale), scale)
-        return (v - lower) / scale
-
-    x, y = unit(x), unit(y)
-    ink = tf.stack([x[:, 1:] - x[:, :-1], y[:, 1:] - y[:, :-1], stroke_end[:, 1:]], axis=2)
-    return ink
+    ink, lengths = normalize_strokes(x.to_tensor(), y.to_tensor(), stroke_end.to_tensor(),
+                                     x.row_lengths())
+    return tf.RaggedTensor.from_tensor(ink, lengths=lengths)
 
 
 def preprocessing_fn(inputs: dict) -> dict:

@@ -1,9 +1,14 @@
 """The tutorial's ``parse_line`` normalisation, in TensorFlow, for padded batches.
 
-The serving signature takes raw drawings (absolute x, y and an end-of-stroke
-flag per point) so that clients need not reproduce the training data's
-preprocessing; this function does it inside the graph, bit for bit the way
-``pipeline.parse.parse_line`` does it in numpy.
+The one TensorFlow copy of the normalisation: the tf.Transform graph the
+pipeline exports (``pipeline.tft_analysis``), the trainer's export and its
+augmentation all run ``normalize_strokes``. The serving signature takes raw
+drawings (absolute x, y and an end-of-stroke flag per point) so that clients
+need not reproduce the training data's preprocessing; this function does it
+inside the graph, bit for bit the way ``pipeline.parse.parse_line`` does it in
+NumPy (``pipeline.parse.normalize_many`` is the NumPy copy that writes the
+shards, for speed; ``parse_line`` itself is the tutorial's, kept as the tests'
+oracle and the baseline benchmark's).
 """
 from __future__ import annotations
 
