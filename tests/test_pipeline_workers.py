@@ -14,30 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from process_tree import descendants
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
-
-
-def _children() -> dict[int, list[int]]:
-    found: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            found.setdefault(ppid, []).append(int(entry))
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    children, out, todo = _children(), set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
 
 
 def _alive(pid: int) -> bool:
@@ -53,7 +33,7 @@ def _workers(pid: int) -> set[int]:
     """The launcher's Python worker processes, however deep (Beam's own start
     them under a shell)."""
     out = set()
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             with open("/proc/%d/cmdline" % child, "rb") as f:
                 command = f.read()
@@ -88,7 +68,7 @@ def _kill_and_check(proc: subprocess.Popen, when) -> None:
             workers = _workers(proc.pid)
             time.sleep(0.05)
         assert len(workers) == 2, "no two workers after 120 s: %s" % workers
-        everything = _descendants(proc.pid)
+        everything = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 3
@@ -96,7 +76,7 @@ def _kill_and_check(proc: subprocess.Popen, when) -> None:
             time.sleep(0.05)
         assert not [p for p in everything if _alive(p)], "still running 3 s after the launcher was killed"
     finally:
-        for pid in _descendants(proc.pid) | _workers(proc.pid):
+        for pid in descendants(proc.pid) | _workers(proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

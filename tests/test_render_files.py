@@ -14,19 +14,15 @@ import pytest
 
 from pipeline import render
 from sample_paths import BUNDLED_SAMPLE
+from special_files import SPECIAL_FILES, make_special_files
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECIAL = {"pipe.ndjson": "a FIFO", "zero.ndjson": "a character device", "random.ndjson": "a character device",
-           "folder.ndjson": "a directory"}
 
 
 def _inputs(folder: Path) -> Path:
     folder.mkdir()
     (folder / "cat.ndjson").write_bytes((BUNDLED_SAMPLE / "cat.ndjson").read_bytes())
-    os.mkfifo(folder / "pipe.ndjson")
-    os.symlink("/dev/zero", folder / "zero.ndjson")
-    os.symlink("/dev/urandom", folder / "random.ndjson")
-    (folder / "folder.ndjson").mkdir()
+    make_special_files(folder)
     return folder
 
 
@@ -41,7 +37,7 @@ def test_fifos_devices_and_directories_are_damaged_files_and_the_rest_is_drawn(t
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
     assert "4 damaged_file" in proc.stdout and out.is_file()
-    for name, kind in SPECIAL.items():
+    for name, (_, kind) in SPECIAL_FILES.items():
         assert "%s is not read: it is %s, not a regular file" % (folder / name, kind) in proc.stderr
 
 
