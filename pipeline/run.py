@@ -20,6 +20,7 @@ if __name__ == "__main__" and not {"-h", "--help", "--help_beam"} & set(sys.argv
     # On stdout, like the summary: stderr holds only logs, and a user error's one line.
     print("Quick, Draw! pipeline: loading Apache Beam...", flush=True)
 
+import argparse
 import difflib
 import json
 import logging
@@ -31,17 +32,14 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions, TestOptions)
-from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.runners import DataflowRunner
-from apache_beam.runners.runner import PipelineState, create_runner
+from apache_beam.runners import DataflowRunner, DirectRunner, PipelineState, create_runner
 
 import command_line
 import dataset_manifest
 import tfrecord_schema as schema
 from ndjson_format import file_class
-from pipeline import console, counters, inputs, local_files, output_folder, sources, worker
+from pipeline import beam_internals, console, counters, inputs, local_files, output_folder, sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
 from pipeline.options import QuickDrawOptions, help_parser
@@ -201,7 +199,10 @@ def check_argv(argv: list[str]) -> list[str]:
         parser.prog = command_line.prog("quickdraw-pipeline", "pipeline.run")
         print(parser.format_help())
         raise SystemExit(0)
-    _, unknown = parser.parse_known_args(argv)
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:  # a bad value
+        raise PipelineError(str(e)) from None
     flags = [a for a in unknown if a.startswith("-")]
     if flags:
         name = flags[0].split("=", 1)[0]
@@ -212,25 +213,18 @@ def check_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def beam_parser() -> "_StrictParser":
+def beam_parser() -> argparse.ArgumentParser:
     """Every option Beam and this pipeline know: the parser Beam builds from the
-    PipelineOptions subclasses."""
-    parser = _StrictParser(allow_abbrev=False, add_help=False)
-    seen = {}
-    for cls in PipelineOptions.__subclasses__():
-        seen.setdefault(str(cls), cls)
-    for cls in seen.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    PipelineOptions subclasses, as ``get_all_options`` hands it to its
+    ``add_extra_args_fn``. A bad value raises ``argparse.ArgumentError``."""
+    parsers = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    [parser] = parsers
+    parser.exit_on_error = False
+    for action in parser._actions:  # pylint: disable=protected-access
+        if action.dest == "help":
+            action.help = "show the pipeline's own options and exit (--help_beam: Beam's)"
     return parser
-
-
-class _StrictParser(_BeamArgumentParser):
-    """Beam's parser, with a bad value reported as a one-line PipelineError."""
-
-    def error(self, message: str):
-        if message.startswith("ambiguous option: "):
-            return super().error(message)
-        raise PipelineError(message)
 
 
 # Drawings per class in train and eval when not given: the tutorial's for real
@@ -304,18 +298,10 @@ def local_runner(options: PipelineOptions):
     processes. Beam's own DirectRunner first tries to download and start its
     Prism runner, so the same command would run on another engine whenever
     the machine is online; None for every other runner."""
-    from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
-
     runner = options.view_as(StandardOptions).runner
-    if runner is not None and not isinstance(create_runner(runner), SwitchingDirectRunner):
+    if runner is not None and not isinstance(create_runner(runner), DirectRunner):
         return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    # The workers read the pipeline's options (filesystems, credentials) from here.
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return _LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return beam_internals.LocalRunner(options)
 
 
 def launch_runner(options: PipelineOptions):
@@ -328,15 +314,6 @@ def launch_runner(options: PipelineOptions):
     if runner and type(create_runner(runner)) is DataflowRunner:  # pylint: disable=unidiomatic-typecheck
         return counters.DataflowRunnerWithProgress()
     return None
-
-
-class _LocalRunner(fn_runner.FnApiRunner):
-    """Beam's FnApiRunner, whose worker processes end with this process
-    (``pipeline.worker``) instead of outliving a killed launcher."""
-
-    def run_via_runner_api(self, pipeline_proto, options):
-        worker.use_for_local_workers(pipeline_proto, os.getpid())
-        return super().run_via_runner_api(pipeline_proto, options)
 
 
 def recorded_options(opts: QuickDrawOptions) -> dict:

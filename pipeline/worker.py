@@ -5,7 +5,7 @@ worker as ``sh -c "python -m apache_beam.runners.worker.sdk_worker_main"``
 from a thread of the launcher. When the launcher is killed (SIGKILL, the OOM
 killer), such a worker only notices when its gRPC channel gives up, 15 s or
 more later, holding its memory and its files meanwhile. The launcher's runner
-(``pipeline.run.local_runner``) starts them through this module instead
+(``pipeline.beam_internals.LocalRunner``) starts them through this module instead
 (``exec``, so the worker is the launcher's own child): on Linux a worker asks
 the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), elsewhere
 it watches its parent; and it exits at once if the launcher is already gone.
@@ -21,23 +21,11 @@ import time
 
 PR_SET_PDEATHSIG = 1
 _SIGKILL = 9
-_BEAM_WORKER = "apache_beam.runners.worker.sdk_worker_main"
 
 
 def command(parent: int) -> str:
     """The shell command that starts a worker of process ``parent``."""
     return "exec %s -m pipeline.worker %d" % (shlex.quote(sys.executable), parent)
-
-
-def use_for_local_workers(pipeline_proto, parent: int) -> None:
-    """Points Beam's multi_processing environments of a pipeline proto at this
-    module, with ``parent`` (the launcher) as the process to die with."""
-    from apache_beam.portability import python_urns
-
-    beam_command = ("%s -m %s" % (sys.executable, _BEAM_WORKER)).encode("utf-8")
-    for environment in pipeline_proto.components.environments.values():
-        if environment.urn == python_urns.SUBPROCESS_SDK and environment.payload == beam_command:
-            environment.payload = command(parent).encode("utf-8")
 
 
 def die_with_parent(parent: int) -> None:
@@ -63,9 +51,9 @@ def _watch(parent: int) -> None:
 
 def main() -> None:
     die_with_parent(int(sys.argv[1]))
-    from apache_beam.runners.worker import sdk_worker_main
+    from pipeline import beam_internals
 
-    sdk_worker_main.main(sys.argv)
+    beam_internals.run_sdk_worker(sys.argv)
 
 
 if __name__ == "__main__":

@@ -38,18 +38,9 @@ def flag_name(flag: str) -> str:
 
 
 def pipeline_parser():
-    """Every flag the pipeline accepts: Beam's options and QuickDrawOptions,
-    assembled the way ``PipelineOptions.get_all_options`` does."""
-    import pipeline.options  # noqa: F401  registers QuickDrawOptions
-    from apache_beam.options.pipeline_options import (
-        PipelineOptions, _BeamArgumentParser)
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    seen: dict[str, type] = {}
-    for cls in PipelineOptions.__subclasses__():
-        seen.setdefault(str(cls), cls)
-    for cls in seen.values():
-        cls._add_argparse_args(parser)
-    return parser
+    """Every flag the pipeline accepts: Beam's options and QuickDrawOptions."""
+    from pipeline.run import beam_parser
+    return beam_parser()
 
 
 def unknown_pipeline_flags(flags: list[str]) -> list[str]:

@@ -33,25 +33,28 @@ def mixed(tmp_path_factory, real_sample):
     root = tmp_path_factory.mktemp("mixed")
     input_dir = make_mixed_input(real_sample, root / "input")
     output = root / "out"
-    from apache_beam.runners.portability.prism_runner import PrismRunner
+    runners = []
 
-    prism = []
+    def launch_runner(options):
+        runners.append(real_launch_runner(options))
+        return runners[-1]
 
-    def refuse(self, *args, **kwargs):
-        prism.append(args)
-        raise RuntimeError("the local run went to the Prism runner")
-
+    real_launch_runner = run_lib.launch_runner
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PrismRunner, "run_pipeline", refuse)
+        patch.setattr(run_lib, "launch_runner", launch_runner)
         stats = run_pipeline(input_dir, output, "--skip_transform")
-    return input_dir, output, stats, prism
+    return input_dir, output, stats, runners
 
 
 def test_local_runs_never_go_to_prism(mixed):
     """Beam's DirectRunner would try its Prism runner first (a download when
     online); the job runs on the FnApiRunner that the options configure."""
-    assert mixed[3] == []
+    from pipeline.beam_internals import LocalRunner
+    assert [type(r) for r in mixed[3]] == [LocalRunner]
+    for runner in ("DirectRunner", "direct", "apache_beam.runners.direct.direct_runner.DirectRunner"):
+        assert isinstance(run_lib.local_runner(run_lib.PipelineOptions(["--runner=" + runner])), LocalRunner)
     assert run_lib.local_runner(run_lib.PipelineOptions(["--runner=DataflowRunner"])) is None
+    assert run_lib.local_runner(run_lib.PipelineOptions(["--runner=BundleBasedDirectRunner"])) is None
 
 
 def test_outputs_follow_the_tutorial_layout(mixed):
