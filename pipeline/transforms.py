@@ -46,7 +46,7 @@ from pipeline.raster import rasterize
 from pipeline.tft_analysis import to_record_batch
 
 REJECT_PARTS, COUNTS, TRAIN_ROWS, SPILLS, LINES = "reject_parts", "counts", "train_rows", "spills", "lines"
-_MAX_REJECT_TEXT = 100_000
+_MAX_REJECT_TEXT = 10_000  # x REJECTS_PER_FILE: at most about 10 MB of rejects per input file
 _BATCH_ROWS = 8192
 # Sections merged at once: each open file holds a read buffer (16 MB on gs://).
 FAN_IN = 32

@@ -77,3 +77,13 @@ def test_copies_of_a_drawing_are_held_once_a_unit_and_the_first_few_written(tmp_
         ("b.ndjson.gz", 1, "duplicate"), ("b.ndjson.gz", 2, "duplicate"), ("b.ndjson.gz", 3, "duplicate")]
     assert stats["rejects_left_out"] == {files[0]: 3, files[1]: 1}
     _reconciles(stats)
+
+
+def test_a_rejected_lines_text_is_cut_so_a_files_rejects_stay_small():
+    """1,000 rejects a file times 10,000 characters: at most about 10 MB of
+    rejects per input file, however long its bad lines are (up to --max_bytes)."""
+    from pipeline.transforms import _reject
+
+    record = _reject("invalid_json", b"x" * 500_000 + b"\n")
+    assert len(record["text"]) == 10_000 and record["truncated"] is True
+    assert _reject("invalid_json", b"short\r\n") == {"reason": "invalid_json", "text": "short"}
