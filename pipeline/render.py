@@ -79,7 +79,11 @@ def resolve_inputs(pattern: str) -> list[Path]:
         raise RenderError("--input %s: %s" % (command_line.one_line(pattern, 100),
                                               e.strerror or e)) from None
     if is_dir:
-        files = [p for p in sorted(path.iterdir()) if p.name.endswith(NDJSON_SUFFIXES)]
+        # A pipeline's output folder is drawn from its shards: its rejects
+        # files are ndjson too, but of rejected lines, not drawings.
+        dataset = any((path / name).exists() for name in (schema.MANIFEST_FILE, schema.STATS_FILE))
+        files = [] if dataset else [p for p in sorted(path.iterdir())
+                                    if p.name.endswith(NDJSON_SUFFIXES)]
         if not files:
             files = [Path(p) for split in schema.SPLITS for p in
                      sorted(glob.glob(str(path / schema.shard_pattern(split))))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,18 @@ def test_renders_tfrecords(records, tmp_path, capsys):
                    and json.loads(line)["word"] in ("cat", "moon")]
     assert "6 drawings picked from %d in 2 file(s)" % len(in_training) \
         in capsys.readouterr().out
+
+
+def test_a_dataset_folder_is_drawn_from_its_shards_not_its_rejects(records, tmp_path, capsys):
+    out_dir, lines = records
+    dataset = tmp_path / "dataset"
+    shutil.copytree(out_dir, dataset)
+    (dataset / schema.STATS_FILE).write_text("{}")
+    (dataset / "rejects-00000-of-00001.ndjson").write_text(
+        json.dumps({"file": "x.ndjson", "line": 1, "reason": "invalid_json", "text": "{"}) + "\n")
+    assert main(["--input", str(dataset), "--output", str(tmp_path / "m.png"), "--rows", "1",
+                 "--cols", "2", "--cell", "64"]) == 0
+    assert "from %d in 3 file(s)" % len(lines) in capsys.readouterr().out
 
 
 def test_tfrecord_drawings_match_their_ndjson(records):
