@@ -15,7 +15,9 @@ idle).
 Without ``--model`` it exports the tutorial's default-size classifier (344
 classes, random weights: latency does not depend on the weights) to a
 temporary folder first. The first line is the floor: the same drawings through
-the export in the benchmark's own process, one call each, no HTTP.
+the export in the benchmark's own process, one call each, no HTTP. The second
+compares, in that process, batches of 8 served as one call padded to the
+longest drawing and cut into calls by length (``serving.batcher.plan_calls``).
 """
 from __future__ import annotations
 
@@ -190,6 +192,38 @@ def model_only(model: str, bodies: list[bytes], n: int = 200) -> dict:
             "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
+def batch_plans(model: str, bodies: list[bytes], clients: int = 8, rounds: int = 60) -> dict:
+    """What cutting a batch into calls by length gives the model thread: sets of
+    ``clients`` real drawings, each served as one call padded to its longest and
+    as ``plan_calls`` cuts it, in turn; a drawing's time is when its call ends."""
+    import random
+
+    import ndjson_format
+    from serving.batcher import plan_calls
+    from serving.model import ServedModel
+    served = ServedModel(model)
+    points = [ndjson_format.check_strokes(json.loads(b)["instances"][0]) for b in bodies]
+    chooser = random.Random(0)
+    times: dict[str, list[float]] = {"one_call": [], "by_length": []}
+    totals: dict[str, list[float]] = {"one_call": [], "by_length": []}
+    for _ in range(rounds):
+        batch = chooser.sample(points, clients)
+        plans = {"one_call": [list(range(clients))],
+                 "by_length": plan_calls([len(d) for d in batch], [1] * clients)}
+        for name, calls in plans.items():
+            start = time.perf_counter()
+            for call in calls:
+                served.probabilities([batch[i] for i in call])
+                times[name] += [(time.perf_counter() - start) * 1000] * len(call)
+            totals[name].append((time.perf_counter() - start) * 1000)
+    result = {"batch_of": clients}
+    for name in times:
+        result[name + "_drawing_p50_ms"] = round(float(np.percentile(times[name], 50)), 2)
+        result[name + "_batch_p50_ms"] = round(float(np.percentile(totals[name], 50)), 2)
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="export to serve (default: see above)")
@@ -208,8 +242,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print("cores %d, load average before: %s" % (os.cpu_count(), os.getloadavg()),
                   flush=True)
             run_clients(args.port, bodies, 4, args.warmup)
-            results = [model_only(model, bodies)]
-            print(json.dumps(results[0]), flush=True)
+            results = [model_only(model, bodies), batch_plans(model, bodies)]
+            for result in results:
+                print(json.dumps(result), flush=True)
             for clients in [int(c) for c in args.clients.split(",")]:
                 def row(clients=clients):
                     return run_clients(args.port, bodies, clients, args.seconds)

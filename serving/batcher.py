@@ -4,7 +4,9 @@ The model is called from a single thread (TensorFlow uses the cores inside
 one call). While it runs, new requests queue; the next batch takes them all,
 up to ``max_batch`` drawings. When the model is idle a request waits at most
 ``max_wait_s`` for others to join it, as TF Serving's ``batch_timeout_micros``,
-and only while another request is still being read: nothing else can join.
+but only while another request is being read or the last batch held several
+requests (concurrent clients, whose next requests are on their way): a lone
+client does not wait for nobody, and concurrent ones still share calls.
 The queue is bounded: past ``max_queue`` waiting drawings a request is
 refused at once (``Overloaded``) rather than letting memory and latency grow.
 
@@ -70,6 +72,7 @@ class Batcher:
         self._carried: tuple | None = None  # taken from the queue, for the next batch
         self._waiting = 0  # drawings queued or carried
         self._reading = 0  # requests being read, which may join a batch
+        self._concurrent = False  # the last batch held several requests
         self._worker: asyncio.Task | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batches = 0
@@ -108,13 +111,13 @@ class Batcher:
         return np.concatenate(await asyncio.gather(*futures))
 
     async def _next_unit(self, deadline: float) -> tuple | None:
-        """The next queued unit, waiting until ``deadline`` only while a request
-        is being read; None when nothing more will join this batch."""
+        """The next queued unit, waiting until ``deadline`` while others may come;
+        None when nothing more will join this batch."""
         if self._queue.empty():
             await asyncio.sleep(0)  # requests already received get to submit
         while self._queue.empty():
             left = deadline - time.monotonic()
-            if left <= 0 or not self._reading:
+            if left <= 0 or not (self._reading or self._concurrent):
                 return None
             try:
                 return await asyncio.wait_for(self._queue.get(), min(left, 0.0002))
@@ -139,6 +142,7 @@ class Batcher:
                 units.append(unit)
                 size += len(unit[0])
             self._waiting -= size
+            self._concurrent = len(units) > 1
             live = [u for u in units if not u[1].done()]  # a client that left
             if live:
                 self.batches += 1

@@ -130,3 +130,19 @@ def test_answers_are_the_exported_signature_on_each_request(tmp_path, real_lines
             assert response.json() == {"predictions": [
                 prediction(p, CLASSES, ids, None, settings) for p in expected]}
     assert len(requests) > 30 and longest > 100  # short and long drawings, one request of both
+
+
+def test_after_a_batch_of_several_requests_the_idle_model_waits_for_the_next_ones():
+    calls = []
+
+    async def scenario():
+        batcher = Batcher(recording_model(calls), max_wait_s=0.5)
+        await batcher.start()
+        await asyncio.gather(batcher.submit([points(3)]), batcher.submit([points(4)]))
+        first = asyncio.ensure_future(batcher.submit([points(5)]))
+        await asyncio.sleep(0.05)  # no request is being read: only the last batch says wait
+        await asyncio.gather(first, batcher.submit([points(6)]))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [[3, 4], [5, 6]]
