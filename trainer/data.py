@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -247,10 +248,18 @@ def make_dataset(pattern: str | list[str], batch_size: int, classes: list[str], 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+# The frame of an error raised inside a tf.function (several steps run per
+# call): its header, the stack of the node's definition, the node's name.
+_GRAPH_FRAME = re.compile(r"^(Graph execution error:|Detected at node |File \"|\[\[\{\{node )")
+
+
 def data_error(message: str) -> str:
-    """One line from a TensorFlow input error: the failed check's text, else the first line."""
-    line = message.strip().splitlines()[0] if message and message.strip() else "unknown error"
+    """One line from a TensorFlow input error: the failed check's text, else
+    the first line that is not the frame of a graph execution error."""
+    lines = [line.strip() for line in (message or "").splitlines()]
+    lines = [line for line in lines if line and not _GRAPH_FRAME.match(line)] or ["unknown error"]
     prefix = "assertion failed: ["
+    line = next((line for line in lines if prefix in line), lines[0])
     if prefix in line:  # tf.debugging.Assert's data, printed with quotes escaped
         line = line.split(prefix, 1)[1].rstrip("]").replace("\\'", "'")
     return line
