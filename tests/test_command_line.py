@@ -220,3 +220,18 @@ def test_predict_threshold_outside_0_1_is_one_line(value, tmp_path):
     done = run_module("trainer.predict", "--model=%s" % tmp_path, "--threshold=%s" % value)
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --threshold=%s must be in [0, 1]" % float(value)]
+
+
+@pytest.mark.slow
+def test_retrain_shows_its_steps_not_the_libraries_noise(tmp_path):
+    """quickdraw-retrain runs the pipeline and the trainer in its process: its
+    stderr holds its own lines and the pipeline's log, no TensorFlow, absl or
+    tf.Transform noise."""
+    done = run_module("deploy.retrain", "--registry=%s" % (tmp_path / "registry"),
+                      "--pipeline_flags=--classes=cat,fish --train_observations_per_class=10 "
+                      "--eval_observations_per_class=5 --output_shards=1 --skip_transform",
+                      "--trainer_flags=--steps=5 --batch_size=8 --num_layers=1 --num_nodes=8 "
+                      "--eval_every_steps=0", "--min_accuracy=0", timeout=600)
+    assert done.returncode == 0, done.stderr
+    for line in done.stderr.splitlines():
+        assert line.startswith("retrain ") or " INFO " in line[:20], done.stderr
