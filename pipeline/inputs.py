@@ -16,6 +16,7 @@ whole. What is skipped is counted and named, never read.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 import re
@@ -25,12 +26,18 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 import dataset_manifest
+from ndjson_format import file_class
 from pipeline import output_folder, sources
+from pipeline.options import PipelineError, quote, quote_names
 
 # A directory with one of these names, matched by an input pattern, stands where
 # an input file was expected: it is read, and reported as a directory.
 INPUT_SUFFIXES = (".ndjson", ".jsonl", ".json", ".ndjson.gz", ".jsonl.gz", ".json.gz")
 _GLOB = re.compile(r"[*?\[]")
+
+
+# What the pipeline reads when given no --input: the demo's sample.
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample")
 
 
 class Matched(NamedTuple):
@@ -158,3 +165,62 @@ def _split(path: str) -> tuple[str, str]:
 
 def _inside(folder: str, root: str) -> bool:
     return folder.startswith(root.rstrip("/") + "/")
+
+
+def match_inputs(pattern: str | None, classes: list[str] | None, output: str) -> Matched:
+    """Files to read, and the files pipeline runs wrote that the input also
+    matches, which are left out (above). A folder means its
+    ``*.ndjson`` and ``*.ndjson.gz``. When every input file is a class file
+    (``ndjson_format.file_class``), only the requested classes' files are
+    read, and a requested class without a file is an error before the job starts."""
+    patterns = [p.strip() for p in (SAMPLE_DIR if pattern is None else pattern).split(",")
+                if p.strip()]
+    if not patterns:  # an unset shell variable: the sample is read only when --input is absent
+        raise PipelineError("--input=%r names no file, folder or glob" % pattern)
+    expanded = []
+    owner = []  # the pattern each expanded pattern comes from
+    roots = []  # the folder each expanded pattern starts from
+    for p in patterns:
+        is_glob = any(c in p for c in "*?[")
+        if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
+            base = p.rstrip("/")
+            expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
+            owner += [p, p]
+            roots += [base, base]
+        else:
+            expanded.append(p)
+            owner.append(p)
+            roots.append(pattern_root(p))
+    try:
+        found, skipped = match(expanded, roots, output)
+    except Exception as e:  # an unreadable folder or a bucket that does not exist
+        raise PipelineError("--input=%s cannot be listed: %s" % (pattern, " ".join(str(e).split())[:200])) from None
+    matched = {p for p, paths in zip(owner, found) if paths}
+    unmatched = [p for p in patterns if p not in matched]
+    if unmatched and len(patterns) > 1:
+        raise PipelineError("--input: %s matches no file%s" % (unmatched[0], _only_outputs(skipped)))
+    files = sorted({f for paths in found for f in paths})
+    if not files:
+        raise PipelineError("--input=%s matches no file%s" % (pattern, _only_outputs(skipped)))
+    for f in files:
+        try:
+            f.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PipelineError("input file name %s is not valid UTF-8: rename the file" % ascii(f)) from None
+    if classes:
+        by_class = {file_class(f) for f in files}
+        if None not in by_class:
+            absent = [c for c in classes if c not in by_class]
+            if absent:
+                close = difflib.get_close_matches(absent[0], list(by_class), n=3)
+                raise PipelineError("--classes: %s not in the input (no %s.ndjson[.gz] among its %d "
+                                    "files)%s" % (quote_names(absent), quote(absent[0]), len(files),
+                                                  "; closest: " + ", ".join(close) if close else ""))
+            files = [f for f in files if file_class(f) in classes]
+    return Matched(files, skipped)
+
+
+def _only_outputs(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    return " but files pipeline runs write (%d, such as %s), which are never read" % (len(skipped), skipped[0])

@@ -39,7 +39,7 @@ def flag_name(flag: str) -> str:
 
 def pipeline_parser():
     """Every flag the pipeline accepts: Beam's options and QuickDrawOptions."""
-    from pipeline.run import beam_parser
+    from pipeline.options import beam_parser
     return beam_parser()
 
 

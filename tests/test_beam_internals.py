@@ -16,7 +16,7 @@ from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from pipeline import beam_internals, worker
-from pipeline import run as run_lib
+from pipeline import options as options_lib
 
 
 def expect(condition, what: str) -> None:
@@ -72,7 +72,7 @@ def test_the_sdk_worker_entry_point_is_there():
 
 
 def test_get_all_options_hands_over_the_parser_of_every_option():
-    parser = run_lib.beam_parser()
+    parser = options_lib.beam_parser()
     expect(isinstance(parser, argparse.ArgumentParser),
            "get_all_options(add_extra_args_fn=...) no longer passes an ArgumentParser")
     known = {o for a in parser._actions for o in a.option_strings}  # pylint: disable=protected-access

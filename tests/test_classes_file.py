@@ -44,7 +44,7 @@ def test_every_reader_applies_the_same_rules(tmp_path):
     from deploy.errors import RetrainError
     from deploy.version_dataset import read_classes as retrain_classes
     from pipeline.run import PipelineError
-    from pipeline.run import read_classes as pipeline_classes
+    from pipeline.options import read_classes as pipeline_classes
     from trainer.data import read_classes as trainer_classes
     from trainer.errors import TrainerError
 

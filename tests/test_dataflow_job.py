@@ -24,6 +24,7 @@ import pytest
 import dataset_manifest
 import tfrecord_schema as schema
 from pipeline import run as run_lib
+from pipeline import seal as seal_lib
 from sample_paths import REPO
 
 DATAFLOW = REPO / "deploy" / "dataflow"
@@ -264,7 +265,7 @@ def test_template_job_builds_and_its_functions_load_in_a_fresh_process(
     assert out.returncode == 0, out.stderr[-3000:]
     loaded, modules = [eval(line) for line in out.stdout.splitlines()[-2:]]  # pylint: disable=eval-used
     assert sum(n for urn, n in loaded.items() if urn != "coder") == len(functions) > 40
-    assert {"pipeline.transforms", "pipeline.tft_analysis", "pipeline.run"} <= set(modules)
+    assert {"pipeline.transforms", "pipeline.tft_analysis", "pipeline.seal"} <= set(modules)
 
 
 # The launcher's work on gs://, against fake-gcs-server.
@@ -348,7 +349,7 @@ def test_launcher_lists_locks_clears_and_seals_on_gcs(gcs, tmp_path, launched_jo
         gcs.blob("ds/" + rel).upload_from_filename(str(local / rel))
     gcs.blob("ds/notes.txt").delete()
     fields = {k: expected[k] for k in ("seed", "options", "inputs", "code_version")}
-    assert run_lib.seal(None, output, None, fields) is True
+    assert seal_lib.seal(None, output, None, fields) is True
     quota = run_lib.split_lib.Quota(15, 5, 3)
     stats = run_lib._finish(output, quota, None, 0)  # pylint: disable=protected-access
     assert stats == json.loads((local / schema.STATS_FILE).read_text())

@@ -20,7 +20,7 @@ SCRIPTS = {"quickdraw-pipeline": "pipeline.run", "quickdraw-render": "pipeline.r
 def known_options(module: str) -> list[str]:
     """Every option the command accepts, from its own parser."""
     if module == "pipeline.run":
-        from pipeline.run import beam_parser
+        from pipeline.options import beam_parser
         parser = beam_parser()
         return [o for a in parser._actions for o in a.option_strings] + ["--help", "--help_beam"]
     parser = __import__(module, fromlist=["build_parser"]).build_parser()

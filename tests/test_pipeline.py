@@ -97,7 +97,7 @@ def test_rejects_name_file_line_reason_and_text(mixed):
     for i, (line, reason) in enumerate(BAD_LINES):
         r = by_reason[reason]
         assert r["file"].endswith("broken.ndjson") and r["line"] == i + 1
-        assert r["text"] == line
+        assert r["text"] == line[:10_000] and r.get("truncated", False) == (len(line) > 10_000)
     # The blank line is counted, not written.
     stats = json.loads((output / "stats.json").read_text())
     assert stats["rejects_left_out"] == {str(input_dir / "broken.ndjson"): 1}

@@ -46,7 +46,7 @@ def test_a_directory_whose_files_the_pattern_reads_is_walked_not_reported(tmp_pa
 
 def test_a_folder_input_reaches_a_directory_named_like_an_input(tmp_path, capsys):
     root = _tree(tmp_path / "in")
-    files, skipped = run_lib.match_inputs(str(root), None, str(tmp_path / "out"))
+    files, skipped = inputs.match_inputs(str(root), None, str(tmp_path / "out"))
     assert [Path(f).name for f in files] == ["cat.ndjson", "gone.ndjson", "pipe.ndjson", "x.ndjson"]
     assert skipped == []
 
@@ -100,7 +100,7 @@ def test_a_lock_marks_an_output_folder_and_a_pattern_inside_one_skips_its_output
 def test_input_that_matches_only_run_outputs_is_one_line(tmp_path, capsys):
     root = _with_outputs(tmp_path / "data")
     with pytest.raises(run_lib.PipelineError, match="matches no file but files pipeline runs write"):
-        run_lib.match_inputs(str(root / "*.json"), None, str(tmp_path / "out"))
+        inputs.match_inputs(str(root / "*.json"), None, str(tmp_path / "out"))
 
 
 def test_object_store_patterns_are_listed_by_beam_and_checked_for_run_outputs(monkeypatch):
