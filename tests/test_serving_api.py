@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import ndjson_format
-from serving.app import BadRequest, Settings, parse_instances, prediction
+from serving.app import prediction
 from serving.batcher import Batcher, Overloaded
+from serving.requests import BadRequest, parse_instances
+from serving.settings import Settings
 
 CLASSES = ["cat", "dog", "fish"]
 SQUARE = [[[0, 10, 10, 0, 0], [0, 0, 10, 10, 0]]]
@@ -80,6 +82,12 @@ ROW = {"x": [0, 10, 10, 0], "y": [0, 0, 10, 10], "stroke_end": [0, 1, 0, 1], "le
     ({"instances": [dict(ROW, x=[0, "10", 10, 0])]}, "non_numeric_coordinate"),
     ({"instances": [dict(ROW, lengths=1)]}, "single_point"),
     ({"instances": [dict(ROW, lengths=0)]}, "empty_drawing"),
+    # the padding past lengths is fed to the model too, as TF Serving feeds it
+    ({"instances": [dict(ROW, lengths=3, y=[0, 0, 10, "a"])]}, "bad_instance"),
+    ({"instances": [dict(ROW, lengths=3, stroke_end=[0, 1, 0, {}])]}, "bad_instance"),
+    ({"instances": [dict(ROW, lengths=3, x=[0, 10, 10, True])]}, "bad_instance"),
+    (b'{"instances": [{"x": [0, 1, NaN], "y": [0, 1, 2], "stroke_end": [0, 1, 0], "lengths": 2}]}',
+     "non_finite_coordinate"),
     ({"instances": [dict(ROW, x=list(range(11)), y=list(range(11)), stroke_end=[1] * 11,
                          lengths=11)]}, "too_many_points"),
     ({"instances": [SQUARE] * 3}, "instance_count"),
