@@ -88,3 +88,13 @@ def test_every_repository_path_the_docs_name_exists(doc):
     missing = sorted({p for p in PATH.findall(doc.read_text()) if "*" not in p
                       and not (REPO / p).exists()})
     assert not missing, "%s names files that do not exist: %s" % (doc.name, missing)
+
+
+def test_the_readme_module_map_names_every_module_as_it_is():
+    """README's "Where things are" names each module of the project, and only those."""
+    text = (REPO / "README.md").read_text()
+    table = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", table))
+    modules = {p.relative_to(REPO).as_posix() for d in ("", "pipeline/", "trainer/", "serving/", "deploy/")
+               for p in (REPO / d).glob("*.py") if p.name not in ("__init__.py", "setup.py")}
+    assert named == modules, ("missing: %s; gone: %s" % (sorted(modules - named), sorted(named - modules)))
