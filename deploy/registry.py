@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import re
 import socket
@@ -41,6 +40,7 @@ import uuid
 from typing import Any, Callable
 
 import atomic_storage
+from deploy import json_shapes
 from tfrecord_schema import STATS_FILE
 
 DATASETS = "datasets"
@@ -193,27 +193,17 @@ def _parse_json(path: str, data: bytes) -> dict[str, Any]:
         reason = str(e).splitlines()[0] if str(e) else "nested too deeply"
         raise RegistryError("%s is not valid JSON: %s" % (path, reason)) from e
     shape = RECORD_SHAPES.get(path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1], {})
-    problem = _shape_problem(value, shape, "")
+    problem = json_shapes.first_difference(value, shape)
     if problem:
         raise RegistryError("%s is damaged: %s" % (path, problem))
     return value
 
 
-_LEAVES: dict[str, Callable[[Any], bool]] = {
-    "a string": lambda v: type(v) is str,
-    "an integer": lambda v: type(v) is int,
-    "a finite number": lambda v: type(v) in (int, float) and math.isfinite(v),
-    "true or false": lambda v: type(v) is bool,
-    "a list": lambda v: type(v) is list,
-    "any value": lambda v: True,
-}
-_TEXT, _INT, _NUMBER, _FLAG, _LIST, _ANY = _LEAVES
+_TEXT, _INT, _NUMBER, _FLAG, _LIST, _ANY = json_shapes.LEAVES
 _MEASURED = {"accuracy": _NUMBER}
 _VERDICT = {"promoted": _FLAG, "reason": _TEXT}
 
-# What the code reads from each record, by file name: a leaf (a key of
-# _LEAVES), an object ({field: shape}; "*": every field) or a list ([shape]).
-# A field whose name ends in "?" may be absent or null.
+# What the code reads from each record, by file name (``deploy.json_shapes``).
 RECORD_SHAPES: dict[str, dict[str, Any]] = {
     RUN_FILE: {"version": _TEXT, "steps": {"*": {
         "status?": _TEXT, "classes?": [_TEXT],
@@ -233,51 +223,6 @@ RECORD_SHAPES: dict[str, dict[str, Any]] = {
                        "gate?": _VERDICT, "decision?": _VERDICT},
     STATS_FILE: {"classes?": {"*": {"selected?": {"*": _INT}}}},
 }
-
-
-def _shape_problem(value: Any, shape: Any, where: str) -> str | None:
-    """What makes ``value`` differ from ``shape`` (the first difference, with
-    its place, e.g. ``steps.train.classes[2]``), or None."""
-    if isinstance(shape, str):
-        ok = _LEAVES[shape](value)
-        expected = shape
-    elif isinstance(shape, list):
-        ok, expected = type(value) is list, "a list"
-    else:
-        ok, expected = type(value) is dict, "a JSON object"
-    if not ok:
-        return "%s should be %s, not %s" % (where or "the file", expected, _json_type(value))
-    if isinstance(shape, list):
-        for i, item in enumerate(value):
-            problem = _shape_problem(item, shape[0], "%s[%d]" % (where, i))
-            if problem:
-                return problem
-    elif isinstance(shape, dict):
-        fields = ([(k, False, shape["*"]) for k in value] if "*" in shape else
-                  [(k.rstrip("?"), k.endswith("?"), item) for k, item in shape.items()])
-        for name, optional, item in fields:
-            if optional and value.get(name) is None:
-                continue
-            if name not in value:
-                return "%s has no '%s'" % (where or "the record", name)
-            problem = _shape_problem(value[name], item, _place(where, name))
-            if problem:
-                return problem
-    return None
-
-
-def _place(where: str, name: str) -> str:
-    """``where.name``, the name quoted when it is not plain text, and cut short."""
-    text = name if name.isprintable() else json.dumps(name)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return "%s.%s" % (where, text) if where else text
-
-
-def _json_type(value: Any) -> str:
-    if type(value) is float and not math.isfinite(value):
-        return str(value)
-    return {dict: "an object", list: "a list", str: "a string", bool: str(value).lower(),
-            int: "an integer", float: "a number", type(None): "null"}.get(type(value), "?")
 
 
 def dumps(value: dict[str, Any]) -> bytes:
