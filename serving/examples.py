@@ -24,7 +24,7 @@ import numpy as np
 
 import tfrecord_schema as schema
 import command_line
-from pipeline.render import read_tfrecords
+from pipeline.drawing_readers import read_tfrecords
 
 HELD_OUT = (schema.EVAL, schema.TEST)
 

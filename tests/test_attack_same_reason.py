@@ -84,7 +84,7 @@ def pipeline_reason(path: Path, work: Path) -> str:
 
 
 def render_reason(path: Path) -> str:
-    from pipeline.render import read_ndjson
+    from pipeline.drawing_readers import read_ndjson
     rejects = collections.Counter()
     drawings = list(read_ndjson(path, rejects, False, LIMITS))
     assert len(drawings) + sum(rejects.values()) == 1, (drawings, rejects)

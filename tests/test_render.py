@@ -15,8 +15,8 @@ from PIL import Image
 
 import tfrecord_schema as schema
 from pipeline.parse import parse_line
-from pipeline.render import (Candidate, ink_to_strokes, is_ndjson, main, pick,
-                             read_ndjson, read_tfrecords)
+from pipeline.drawing_readers import Candidate, ink_to_strokes, is_ndjson, read_ndjson, read_tfrecords
+from pipeline.render import main, pick
 
 from sample_paths import BUNDLED_SAMPLE as SAMPLE
 from sample_paths import REPO, REAL_SAMPLE

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import render
+from pipeline import drawing_readers, render
 from sample_paths import BUNDLED_SAMPLE
 from special_files import SPECIAL_FILES, make_special_files
 
@@ -60,7 +60,7 @@ def test_a_gzip_that_expands_to_a_huge_line_is_read_in_bounded_memory(tmp_path):
     rejects = __import__("collections").Counter()
     tracemalloc.start()
     try:
-        found = list(render.read_ndjson(path, rejects, False, render.Limits(max_bytes=100_000)))
+        found = list(drawing_readers.read_ndjson(path, rejects, False, drawing_readers.Limits(max_bytes=100_000)))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
