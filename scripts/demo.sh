@@ -8,7 +8,7 @@ bash scripts/setup_env.sh
 export TF_CPP_MIN_LOG_LEVEL=2
 PY=.venv/bin/python
 OUT=${OUT:-out}
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-500}
 
 echo "== 1/4 pipeline: data/sample -> $OUT/dataset"
 $PY -m pipeline.run --output="$OUT/dataset" \
@@ -29,13 +29,13 @@ $PY -m trainer.task \
   --training_data="$OUT/dataset/training.tfrecord-?????-of-?????" \
   --eval_data="$OUT/dataset/eval.tfrecord-?????-of-?????" \
   --classes_file="$OUT/dataset/training.tfrecord.classes" \
-  --model_dir="$OUT/model" --steps="$STEPS" --batch_size=32 \
-  --num_layers=1 --num_nodes=64 --learning_rate=0.003 \
-  --eval_every_steps=200 --checkpoint_every_steps=200
+  --model_dir="$OUT/model" --steps="$STEPS" --batch_size=64 \
+  --model=cnn --augment --label_smoothing=0.1 --no_bucketing --learning_rate=0.003 \
+  --eval_every_steps=250 --checkpoint_every_steps=250
 
 echo "== 4/4 predict: five held-out cats (eval split; the game's rule: accepted when p(cat) > 0.2)"
 $PY -m serving.examples --examples="$OUT/dataset" --class=cat --count=5 \
   | $PY -m trainer.predict --model="$OUT/model/export" --input=- --top_k=3 --target=cat --threshold=0.2
-echo "Done. Outputs in $OUT/: dataset/ (stats.json, TFRecords), training_mosaic.png, model/ (eval_report.json, confusion_matrix.png, export/)"
+echo "Done. Outputs in $OUT/: dataset/ (stats.json, TFRecords), training_mosaic.png, model/ (eval_report.json, confusion_matrix.png, reliability_diagram.png, export/)"
 echo "Draw and let the model guess (then open http://127.0.0.1:8501/):"
 echo "  .venv/bin/quickdraw-serve --model=$OUT/model/export --examples=$OUT/dataset --threshold=0.2"

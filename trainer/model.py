@@ -43,8 +43,8 @@ class ModelConfig:
     dropout: float = 0.3
     mixed_precision: bool = False
     model: str = "rnn"
-    raster_size: int = 32
-    cnn_filters: tuple[int, ...] = (32, 64, 128)
+    raster_size: int = 24
+    cnn_filters: tuple[int, ...] = (16, 32, 64)
     cnn_dense: int = 256
 
     def to_dict(self) -> dict:

@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", choices=MODEL_FAMILIES, default="rnn",
                        help="rnn: the tutorial's conv1d + BiLSTM over the ink; cnn: a small "
                             "CNN over the drawing rendered as an image")
-    model.add_argument("--raster_size", type=int, default=32,
+    model.add_argument("--raster_size", type=int, default=24,
                        help="cnn: side of the rendered image in pixels")
-    model.add_argument("--cnn_filters", type=int_list, default=[32, 64, 128],
+    model.add_argument("--cnn_filters", type=int_list, default=[16, 32, 64],
                        help="cnn: filters of each 3x3 conv stage (each halves the image)")
     model.add_argument("--cnn_dense", type=int, default=256, help="cnn: units of the dense layer")
     train = p.add_argument_group("training")
@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop each point inside a stroke with this probability")
     train.add_argument("--augment_drop_strokes", type=float, default=0.1,
                        help="drop each stroke with this probability (never the longest)")
-    train.add_argument("--steps_per_execution", type=int, default=10,
+    train.add_argument("--steps_per_execution", type=int, default=1,
                        help="training steps per compiled call; the host reads the loss and "
-                            "the step once per call")
+                            "the step once per call (for accelerators; no faster on a CPU)")
     train.add_argument("--mixed_precision", choices=("auto", "true", "false"), default="auto",
                        help="float16 compute with float32 weights (auto: on GPU)")
     train.add_argument("--distribution", choices=DISTRIBUTIONS, default="auto",
