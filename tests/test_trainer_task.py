@@ -88,7 +88,8 @@ def test_export_agrees_with_trained_model_on_eval_set(run):
     lengths = np.array([len(i) for i in inks], np.int32)
     # The export serves calibrated probabilities: the logits over the fitted temperature.
     temperature = run["metrics"]["temperature"]
-    want = tf.nn.softmax(model({schema.INK: padded, LENGTHS: lengths}) / temperature).numpy()
+    logits = model({schema.INK: padded, LENGTHS: lengths})
+    want = tf.nn.softmax(logits / temperature).numpy()
     got = Predictor(export_dir).probabilities([drawing_points(json.loads(line)) for line in lines])
     np.testing.assert_allclose(got, want, atol=1e-5)
     loaded, classes = load_export(export_dir)
@@ -96,6 +97,17 @@ def test_export_agrees_with_trained_model_on_eval_set(run):
     ink_out = loaded.signatures[INK_SIGNATURE](ink=tf.constant(padded), lengths=tf.constant(lengths))
     np.testing.assert_allclose(ink_out["probabilities"].numpy(), want, atol=1e-5)
     assert RAW_SIGNATURE in loaded.signatures
+
+
+def test_report_has_calibration_and_the_export_its_temperature(run):
+    metrics = run["metrics"]
+    for key in ("ece", "ece_uncalibrated", "ece_cross_fitted", "loss_calibrated",
+                "confident_wrong", "reliability"):
+        assert key in metrics, key
+    assert metrics["temperature"] != 1.0 and 0 <= metrics["ece"] <= 1
+    assert (run["model_dir"] / "reliability_diagram.png").read_bytes().startswith(b"\x89PNG")
+    loaded, _ = load_export(str(run["model_dir"] / "export"))
+    assert float(loaded.temperature.numpy()) == pytest.approx(metrics["temperature"])
 
 
 @pytest.mark.slow

@@ -33,6 +33,17 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError("expected true or false: %r" % text)
 
 
+# --augment_<name>: trainer.augment.AugmentConfig's fields, defaults and meaning.
+AUGMENT_FLAGS = (
+    ("scale", 0.2, "scale each axis by a factor in [1 - s, 1 + s]"),
+    ("shear", 0.2, "shear by a factor in [-s, s]"),
+    ("rotation", 15.0, "rotate by up to this many degrees either way"),
+    ("jitter", 0.01, "move each point by noise of this deviation (the drawing's box is 1)"),
+    ("drop_points", 0.1, "drop each point inside a stroke with this probability"),
+    ("drop_strokes", 0.1, "drop each stroke with this probability (never the longest)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag of the trainer, with the tutorial's defaults."""
     p = command_line.Parser("quickdraw-train", "trainer.task", description=__doc__.split("\n")[0])
@@ -93,19 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="put this much of the target's weight evenly on all classes")
     train.add_argument("--augment", type=boolean, nargs="?", const=True, default=False,
                        help="change training drawings at random (the --augment_* flags)")
-    train.add_argument("--augment_scale", type=float, default=0.2,
-                       help="scale each axis by a factor in [1 - s, 1 + s]")
-    train.add_argument("--augment_shear", type=float, default=0.2,
-                       help="shear by a factor in [-s, s]")
-    train.add_argument("--augment_rotation", type=float, default=15.0,
-                       help="rotate by up to this many degrees either way")
-    train.add_argument("--augment_jitter", type=float, default=0.01,
-                       help="move each point by noise of this standard deviation "
-                            "(the drawing's box is 1)")
-    train.add_argument("--augment_drop_points", type=float, default=0.1,
-                       help="drop each point inside a stroke with this probability")
-    train.add_argument("--augment_drop_strokes", type=float, default=0.1,
-                       help="drop each stroke with this probability (never the longest)")
+    for name, default, text in AUGMENT_FLAGS:
+        train.add_argument("--augment_" + name, type=float, default=default, help=text)
     train.add_argument("--steps_per_execution", type=int, default=1,
                        help="training steps per compiled call; the host reads the loss and "
                             "the step once per call (for accelerators; no faster on a CPU)")

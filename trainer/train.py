@@ -13,6 +13,7 @@ checkpoint or export holds it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -58,10 +59,8 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig | None:
     """The training drawings' augmentation, or None with ``--augment=false``."""
     if not args.augment:
         return None
-    return AugmentConfig(scale=args.augment_scale, shear=args.augment_shear,
-                         rotation=args.augment_rotation, jitter=args.augment_jitter,
-                         drop_points=args.augment_drop_points,
-                         drop_strokes=args.augment_drop_strokes)
+    return AugmentConfig(**{field.name: getattr(args, "augment_" + field.name)
+                            for field in dataclasses.fields(AugmentConfig)})
 
 
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
