@@ -104,15 +104,19 @@ def check_warm_start(config: ModelConfig, other: ModelConfig, source: str) -> No
                            % (source, other.to_dict()))
 
 
-def train_and_evaluate(args: argparse.Namespace) -> dict:
-    """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
-    distribution, strategy = make_strategy(args.distribution)
-    is_chief, worker_index = task_identity(strategy)
-    print("Training with distribution %s: %d replica(s) in sync%s"
-          % (distribution, strategy.num_replicas_in_sync,
-             "" if is_chief else ", worker %d" % worker_index), flush=True)
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
+@dataclasses.dataclass
+class Inputs:
+    """The checked data of a run: classes, shard files, length buckets."""
+    classes: list[str]
+    train_files: list[str]
+    eval_files: list[str]
+    boundaries: list[int]
+    eval_dropped: int
+
+
+def check_inputs(args: argparse.Namespace, is_chief: bool) -> Inputs:
+    """Every input read and checked before the model is built: the classes,
+    the shards (and the pipeline's manifest), their records' labels."""
     classes = data.read_classes(args.classes_file)
     train_files = data.list_files(args.training_data)
     eval_files = data.list_files(args.eval_data)
@@ -123,7 +127,59 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     eval_dropped = data.scan(eval_files, classes, "eval")[1] if is_chief else 0
     boundaries = ([] if args.no_bucketing
                   else data.length_boundaries(args.training_data, args.length_stats))
-    config = model_config(args, len(classes))
+    return Inputs(classes, train_files, eval_files, boundaries, eval_dropped)
+
+
+class Evaluator:
+    """Evaluates the training model's current weights on the whole eval set
+    (or ``--eval_steps`` batches), in float32, and logs the metrics."""
+
+    def __init__(self, args: argparse.Namespace, config: ModelConfig, inputs: Inputs,
+                 model, is_chief: bool):
+        self.args, self.inputs, self.model = args, inputs, model
+        self.raster_size = config.raster_size if config.model == "cnn" else None
+        self.eval_model = build_model(dict_replace(config, mixed_precision=False))
+        self.logits = tf.function(lambda f: self.eval_model(f, training=False),
+                                  reduce_retracing=True)
+        self.summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "eval")) \
+            if is_chief else tf.summary.create_noop_writer()
+
+    def __call__(self, step: int) -> tuple[dict, np.ndarray]:
+        args = self.args
+        self.eval_model.set_weights(self.model.get_weights())
+        dataset = data.make_dataset(self.inputs.eval_files, args.batch_size, self.inputs.classes,
+                                    training=False, boundaries=self.inputs.boundaries,
+                                    batch_tokens=args.batch_tokens, raster_size=self.raster_size)
+        metrics, matrix = run_eval(self.logits, dataset, self.inputs.classes, args.eval_steps,
+                                   temperature=None if args.calibrate else 1.0)
+        metrics["global_step"] = step
+        if not np.isfinite(metrics["loss"]):
+            raise TrainerError(
+                "eval loss is %s at step %d: the model is not exported. Look at the eval data "
+                "first (%s), then lower --learning_rate (now %g)"
+                % (metrics["loss"], step, args.eval_data, args.learning_rate))
+        with self.summaries.as_default():
+            for key in ("loss", "accuracy", "top3_accuracy", "map3", "ece"):
+                summaries.scalar(key, metrics[key], step)
+        print("eval  step %d: loss %.4f  accuracy %.4f  top3 %.4f  map@3 %.4f  ECE %.4f "
+              "(temperature %.2f)  (%d examples)"
+              % (step, metrics["loss"], metrics["accuracy"], metrics["top3_accuracy"],
+                 metrics["map3"], metrics["ece"], metrics["temperature"],
+                 metrics["num_examples"]), flush=True)
+        return metrics, matrix
+
+
+def train_and_evaluate(args: argparse.Namespace) -> dict:
+    """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
+    distribution, strategy = make_strategy(args.distribution)
+    is_chief, worker_index = task_identity(strategy)
+    print("Training with distribution %s: %d replica(s) in sync%s"
+          % (distribution, strategy.num_replicas_in_sync,
+             "" if is_chief else ", worker %d" % worker_index), flush=True)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    inputs = check_inputs(args, is_chief)
+    config = model_config(args, len(inputs.classes))
 
     saved = read_saved_config(args.model_dir) if is_chief else None
     if saved is not None and not same_architecture(saved, config):
@@ -142,55 +198,54 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         tf.io.gfile.makedirs(args.model_dir)
         write_json(os.path.join(args.model_dir, CONFIG_FILE), config.to_dict())
 
-    global_batch = args.batch_size
-    raster_size = config.raster_size if config.model == "cnn" else None
     with tf.device("/cpu:0"):
         train_dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         replicas = context.num_replicas_in_sync
-        return data.make_dataset(train_files, context.get_per_replica_batch_size(global_batch),
-                                 classes, training=True, boundaries=boundaries,
+        batch = context.get_per_replica_batch_size(args.batch_size)
+        return data.make_dataset(inputs.train_files, batch,
+                                 inputs.classes, training=True, boundaries=inputs.boundaries,
                                  seed=args.seed, input_context=context, dropped=train_dropped,
                                  batch_tokens=args.batch_tokens // replicas
                                  if args.batch_tokens else None,
-                                 augment=augment_config(args), raster_size=raster_size)
+                                 augment=augment_config(args),
+                                 raster_size=config.raster_size if config.model == "cnn" else None)
 
-    dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
     train_steps = make_train_loop(strategy, model, optimizer, args.gradient_clipping_norm,
                                   args.label_smoothing)
-    eval_model = build_model(dict_replace(config, mixed_precision=False))
-    eval_logits = tf.function(lambda f: eval_model(f, training=False), reduce_retracing=True)
+    evaluate = Evaluator(args, config, inputs, model, is_chief)
+    step = run_steps(args, config, iter(strategy.distribute_datasets_from_function(dataset_fn)),
+                     train_steps, model, optimizer, manager, evaluate if is_chief else None,
+                     is_chief)
+    if not is_chief:
+        if tf.io.gfile.exists(scratch_dir):
+            tf.io.gfile.rmtree(scratch_dir)
+        return {"global_step": step}
+    metrics, matrix = evaluate(step)
+    evaluate.summaries.close()
+    metrics["dropped_examples"] = {"eval": inputs.eval_dropped, "training": int(train_dropped.numpy())}
+    if inputs.eval_dropped or metrics["dropped_examples"]["training"]:
+        print("Left out zero-length drawings: %d of the eval set, %d read while training"
+              % (inputs.eval_dropped, metrics["dropped_examples"]["training"]), flush=True)
+    check_finite_weights(model, step, manager, args)
+    write_report(metrics, matrix, inputs.classes, args.model_dir)
+    export_dir = args.export_dir or os.path.join(args.model_dir, "export")
+    export_model(evaluate.eval_model, inputs.classes, export_dir, step, args.top_k,
+                 dataset_transform_output(args.classes_file), metrics["temperature"])
+    print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
+          flush=True)
+    return metrics
+
+
+def run_steps(args: argparse.Namespace, config: ModelConfig, iterator, train_steps, model,
+              optimizer, manager, evaluate: Evaluator | None, is_chief: bool) -> int:
+    """Runs compiled calls of steps until the optimizer's counter reaches
+    ``--steps``: logs, checkpoints and evaluates on their periods, and stops
+    at a non-finite loss or gradient norm. Returns the step reached."""
     train_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "train")) \
         if is_chief else tf.summary.create_noop_writer()
-    eval_summaries = tf.summary.create_file_writer(os.path.join(args.model_dir, "eval")) \
-        if is_chief else tf.summary.create_noop_writer()
-
-    def evaluate(step: int) -> tuple[dict, np.ndarray]:
-        eval_model.set_weights(model.get_weights())
-        dataset = data.make_dataset(eval_files, args.batch_size, classes, training=False,
-                                    boundaries=boundaries, batch_tokens=args.batch_tokens,
-                                    raster_size=raster_size)
-        metrics, matrix = run_eval(eval_logits, dataset, classes, args.eval_steps,
-                                   temperature=None if args.calibrate else 1.0)
-        metrics["global_step"] = step
-        if not np.isfinite(metrics["loss"]):
-            raise TrainerError(
-                "eval loss is %s at step %d: the model is not exported. Look at the eval data "
-                "first (%s), then lower --learning_rate (now %g)"
-                % (metrics["loss"], step, args.eval_data, args.learning_rate))
-        with eval_summaries.as_default():
-            for key in ("loss", "accuracy", "top3_accuracy", "map3", "ece"):
-                summaries.scalar(key, metrics[key], step)
-        print("eval  step %d: loss %.4f  accuracy %.4f  top3 %.4f  map@3 %.4f  ECE %.4f "
-              "(temperature %.2f)  (%d examples)"
-              % (step, metrics["loss"], metrics["accuracy"], metrics["top3_accuracy"],
-                 metrics["map3"], metrics["ece"], metrics["temperature"],
-                 metrics["num_examples"]), flush=True)
-        return metrics, matrix
-
     step = int(optimizer.iterations.numpy())
-    iterator = iter(dist_dataset)
     window_start, window_examples, skipped, window_skipped = time.time(), 0, 0, 0
     periods = [p for p in (args.log_every_steps, args.checkpoint_every_steps,
                            args.eval_every_steps) if p]
@@ -229,32 +284,15 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
             if step % args.checkpoint_every_steps == 0 or step == args.steps:
                 check_finite_weights(model, step, manager, args)
                 manager.save(checkpoint_number=step)
-            if is_chief and args.eval_every_steps and step % args.eval_every_steps == 0 \
-                    and step < args.steps:
+            if evaluate is not None and args.eval_every_steps and \
+                    step % args.eval_every_steps == 0 and step < args.steps:
                 evaluate(step)
                 window_start = time.time()
     except data.DATA_ERRORS as e:
         raise TrainerError("bad training data: %s" % data.data_error(e.message)) from e
     finally:
         train_summaries.close()
-    if not is_chief:
-        if tf.io.gfile.exists(scratch_dir):
-            tf.io.gfile.rmtree(scratch_dir)
-        return {"global_step": step}
-    metrics, matrix = evaluate(step)
-    eval_summaries.close()
-    metrics["dropped_examples"] = {"eval": eval_dropped, "training": int(train_dropped.numpy())}
-    if eval_dropped or metrics["dropped_examples"]["training"]:
-        print("Left out zero-length drawings: %d of the eval set, %d read while training"
-              % (eval_dropped, metrics["dropped_examples"]["training"]), flush=True)
-    check_finite_weights(model, step, manager, args)
-    write_report(metrics, matrix, classes, args.model_dir)
-    export_dir = args.export_dir or os.path.join(args.model_dir, "export")
-    export_model(eval_model, classes, export_dir, step, args.top_k,
-                 dataset_transform_output(args.classes_file), metrics["temperature"])
-    print("Exported the model to %s; eval report in %s" % (export_dir, args.model_dir),
-          flush=True)
-    return metrics
+    return step
 
 
 class SummedGradientAdam(keras.optimizers.Adam):
