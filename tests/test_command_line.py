@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -31,6 +30,13 @@ def run_module(module: str, *argv: str, timeout: float = 120) -> subprocess.Comp
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=timeout)
+
+
+def run_script(script: str, *argv: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    """``python -c script`` with the repository importable, stdin closed."""
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), **env),
+                          stdin=subprocess.DEVNULL, timeout=timeout)
 
 
 def test_one_line_cuts_long_values_and_joins_lines():
@@ -73,8 +79,7 @@ def test_help_names_the_command_as_typed_and_loads_no_tensorflow(module, script,
              "    assert e.code in (0, None), e.code\n"
              "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'NO TENSORFLOW')\n"
              % (script, module))
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    done = run_script(probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: %s " % script), done.stdout[:200]
     if module != "pipeline.run":  # the pipeline's help is Beam's parser, which loads Beam
@@ -144,9 +149,7 @@ CRASH_ARGS = {
 @pytest.mark.parametrize("module", MODULES)
 def test_a_native_crash_shows_its_fatal_line_and_the_noise_stays_filtered(module, tmp_path):
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in CRASH_ARGS[module]]
-    done = subprocess.run([sys.executable, "-c", CRASH, module, *argv], capture_output=True,
-                          text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                          stdin=subprocess.DEVNULL, timeout=120)
+    done = run_script(CRASH, module, *argv)
     assert done.returncode == -signal.SIGABRT, (done.returncode, done.stderr)
     assert "Check failed: injected crash" in done.stderr
     assert "oneDNN" not in done.stderr
@@ -166,8 +169,7 @@ def test_a_crash_once_tensorflow_is_loaded_reaches_the_user(tmp_path):
               "    libc.abort()\n"
               "trainer.task.main = crash\n"
               "trainer.task.run()\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    done = run_script(script)
     assert done.returncode == -signal.SIGABRT, (done.returncode, done.stderr)
     assert done.stderr.splitlines()[-1].endswith("Check failed: after TensorFlow"), done.stderr
     assert "oneDNN" not in done.stderr and "cudart_stub" not in done.stderr
@@ -178,9 +180,7 @@ def test_tf_cpp_min_log_level_0_shows_every_native_line():
               "with native_logs.NativeStderrFilter(native_logs.NATIVE_INFO_NOISE):\n"
               "    os.write(2, b'I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\\n')\n")
     for level, shown in (("2", False), ("0", True)):
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO),
-                                                 TF_CPP_MIN_LOG_LEVEL=level), timeout=60)
+        done = run_script(script, TF_CPP_MIN_LOG_LEVEL=level)
         assert done.returncode == 0
         assert ("oneDNN" in done.stderr) == shown, (level, done.stderr)
 
@@ -193,8 +193,7 @@ def test_the_filter_outlives_a_process_killed_while_its_workers_write(tmp_path):
               "    subprocess.Popen([sys.executable, '-c', 'import os, time; time.sleep(1); "
               "os.write(2, b\"worker: last words\\\\n\")'])\n"
               "    os.kill(os.getpid(), 9)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    done = run_script(script)
     assert done.returncode == -signal.SIGKILL
     assert "worker: last words" in done.stderr
 
