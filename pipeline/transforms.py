@@ -635,12 +635,12 @@ def _line_starts(lines: list) -> dict:
     return before
 
 
-def _write_rejects(_, path: str, parts: list[str], lines: list) -> int:
+def _write_rejects(_, path: str, parts: list[str], before: dict) -> int:
     """Streams the part files into the rejects file: each line gets its
-    file's line number, and of the lines rejected while reading a file only
-    its first REJECTS_PER_FILE are kept (a range writes at most that many, not
-    knowing how many the file's earlier ranges wrote). Returns the number written."""
-    before = _line_starts(lines)
+    file's line number (``before``: see ``_line_starts``), and of the lines
+    rejected while reading a file only its first REJECTS_PER_FILE are kept (a
+    range writes at most that many, not knowing how many the file's earlier
+    ranges wrote). Returns the number written."""
     tmp = temp_path(path)
     n = 0
     with FileSystems.create(tmp) as out:
@@ -668,8 +668,12 @@ class WriteRejects(beam.PTransform):
 
     def expand(self, inputs):
         parts, lines = inputs
+        # The side input comes from a step of one output: Beam's bundle-based
+        # DirectRunner gives a side input read from one of several tagged
+        # outputs either nothing or the elements of every output.
+        line_starts = lines | "LineStarts" >> beam.combiners.ToList() | "ByRange" >> beam.Map(_line_starts)
         return (
             parts.pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.Map(_write_rejects, self._path, beam.pvalue.AsList(parts),
-                                  beam.pvalue.AsList(lines)))
+                                  beam.pvalue.AsSingleton(line_starts)))

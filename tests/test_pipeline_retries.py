@@ -96,11 +96,6 @@ def test_replayed_bundles_give_the_same_dataset(plain, tmp_path, bundled_sample,
     assert_same_dataset(out, plain, sample_lines)
 
 
-@pytest.mark.skip(reason="Beam 2.77's bundle-based DirectRunner, the one local runner that retries "
-                  "a failed bundle, now and then gives the line-count side input elements of the "
-                  "read step's other outputs after a retry (a path, a spill number), in up to half "
-                  "the trials of one process; until that is understood this trial cannot tell a "
-                  "replay bug of the pipeline from the runner's")
 def test_bundles_that_fail_half_way_are_retried_into_the_same_dataset(
         plain, tmp_path, bundled_sample, sample_lines, monkeypatch):
     import tensorflow as tf
