@@ -4,7 +4,7 @@ From the input (drawings, class files and their sizes) and the options, the
 model computes what each stage does: how many tasks (the unit of work a
 runner schedules on one core), what they read and write in all, and the
 slowest task. It uses the pipeline's own planning code (``sources.plan_units``,
-``transforms.plan_group``, the merge loop of ``WriteShards``) and sizes
+``planning.plan_group``, the merge loop of ``WriteShards``) and sizes
 measured on the real drawings of ``data/real_sample`` (bytes of ndjson per
 drawing, points per drawing, bytes of an encoded record), so it follows the
 code as it changes.
@@ -36,14 +36,14 @@ sys.path.insert(0, str(REPO))
 
 import tfrecord_schema as schema  # noqa: E402
 from ndjson_format import CATEGORIES, Drawing, check_line  # noqa: E402
-from pipeline import sources, transforms  # noqa: E402
+from pipeline import planning, sources, writing  # noqa: E402
 from pipeline.example import drawing_example  # noqa: E402
 from pipeline.parse import normalize_many  # noqa: E402
 
 REAL_SAMPLE = REPO / "data" / "real_sample"
 RANK_BYTES = 32          # one rank in a rank file (split.rank_array: 4 uint64)
 TFRECORD_FRAMING = 16    # length, its CRC, the record's CRC
-RUN_FRAMING = 12         # shuffle order and length in a run file (transforms._FRAME)
+RUN_FRAMING = 12         # shuffle order and length in a run file (run_files.FRAME)
 SPILL_OVERHEAD = 120     # the pickled tuple around a candidate's points: key_id, country, time, position
 
 
@@ -93,7 +93,7 @@ def merge_plan(sections: int, fan_in: int) -> tuple[list[int], int]:
 
 
 def model(drawings: int, classes: list[str], quota: tuple[int, int, int], shards: int,
-          sample: Sample, file_sizes: list[int] | None = None, fan_in: int = transforms.FAN_IN,
+          sample: Sample, file_sizes: list[int] | None = None, fan_in: int = writing.FAN_IN,
           unit_target: int | None = None) -> list[Stage]:
     """The stages of a run over ``drawings`` spread evenly over one file per
     class (or over files of ``file_sizes`` bytes, in class order)."""
@@ -129,13 +129,13 @@ def model(drawings: int, classes: list[str], quota: tuple[int, int, int], shards
     ranks_of = collections.Counter()
     for kept in unit_kept:
         for c, n in kept.items():
-            ranks_of[transforms.plan_group(c)] += n
+            ranks_of[planning.plan_group(c)] += n
     group, ranks = max(ranks_of.items(), key=lambda kv: kv[1])
-    members = sum(1 for c in classes if transforms.plan_group(c) == group)
+    members = sum(1 for c in classes if planning.plan_group(c) == group)
     stages.append(Stage(
         "PlanClasses", len(ranks_of), kept_total * RANK_BYTES, 0,
         "planning task %d: %d classes, %d ranks from %d rank files" % (
-            group, members, ranks, sum(1 for k in unit_kept if any(transforms.plan_group(c) == group for c in k))),
+            group, members, ranks, sum(1 for k in unit_kept if any(planning.plan_group(c) == group for c in k))),
         ranks * RANK_BYTES))
 
     # Selected drawings spread over a class's units in proportion to what they read.
@@ -193,7 +193,7 @@ def observed_tasks(argv: list[str]) -> dict:
     from pipeline import run as run_lib
     written = collections.Counter()
     plans = []
-    rename, plan = FileSystems.rename, transforms._PlanTask.process  # pylint: disable=protected-access
+    rename, plan = FileSystems.rename, planning._PlanTask.process  # pylint: disable=protected-access
 
     def counted_rename(sources_, destinations, *args, **kwargs):
         rename(sources_, destinations, *args, **kwargs)
@@ -206,12 +206,12 @@ def observed_tasks(argv: list[str]) -> dict:
         return plan(self, element, *args, **kwargs)
 
     FileSystems.rename = staticmethod(counted_rename)
-    transforms._PlanTask.process = counted_plan  # pylint: disable=protected-access
+    planning._PlanTask.process = counted_plan  # pylint: disable=protected-access
     try:
         stats = run_lib.run(argv)
     finally:
         FileSystems.rename = staticmethod(rename)
-        transforms._PlanTask.process = plan  # pylint: disable=protected-access
+        planning._PlanTask.process = plan  # pylint: disable=protected-access
     return {"ReadDrawings": written["spill"], "PlanClasses": len(set(plans)),
             "EncodeSpills": written["run"], "merges": written["merge"], "WriteShards": written["shard"],
             "stats": stats}
@@ -224,9 +224,9 @@ def check(unit_target: int = 256 << 10, fan_in: int = 4, shards: int = 3) -> dic
     classes = [Path(f).stem for f in files]
     sizes = [os.path.getsize(f) for f in files]
     quota = (15, 5, 3)
-    saved = sources.MIN_UNIT_BYTES, sources.MAX_UNIT_BYTES, transforms.FAN_IN
+    saved = sources.MIN_UNIT_BYTES, sources.MAX_UNIT_BYTES, writing.FAN_IN
     sources.MIN_UNIT_BYTES = sources.MAX_UNIT_BYTES = unit_target
-    transforms.FAN_IN = fan_in
+    writing.FAN_IN = fan_in
     try:
         with tempfile.TemporaryDirectory() as out:
             seen = observed_tasks([
@@ -237,7 +237,7 @@ def check(unit_target: int = 256 << 10, fan_in: int = 4, shards: int = 3) -> dic
         drawings = seen.pop("stats")["totals"]["read"]
         stages = model(drawings, classes, quota, shards, Sample.measure(), sizes, fan_in, unit_target)
     finally:
-        sources.MIN_UNIT_BYTES, sources.MAX_UNIT_BYTES, transforms.FAN_IN = saved
+        sources.MIN_UNIT_BYTES, sources.MAX_UNIT_BYTES, writing.FAN_IN = saved
     predicted = {s.name: s.tasks for s in stages}
     predicted["merges"] = stages[-1].merges
     return {"predicted": predicted, "observed": seen}

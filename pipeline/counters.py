@@ -15,6 +15,8 @@ import collections
 import logging
 import time
 
+import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricResults, MetricsFilter
 from apache_beam.runners import DataflowRunner, PipelineState
 from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
@@ -147,3 +149,29 @@ class DataflowRunnerWithProgress(DataflowRunner):
                 return wait(duration=duration) if duration else wait_with_progress(result, wait, self.every)
             result.wait_until_finish = wait_until_finish
         return result
+
+
+class _IncrementCounters(beam.DoFn):
+    """Adds a dict of counts ``{counter name: n}`` to the run's Beam counters."""
+
+    def __init__(self, to_counters):
+        self._to_counters = to_counters
+        self._counters: dict = {}
+
+    def process(self, element):
+        for name, n in self._to_counters(element).items():
+            if name not in self._counters:
+                self._counters[name] = Metrics.counter(NAMESPACE, name)
+            self._counters[name].inc(n)
+
+
+class RecordCounters(beam.PTransform):
+    """(partial counts, stats) -> the run's Beam counters:
+    each partial count dict as it comes, so the UIs show the run's progress,
+    and the damaged files once from the stats, where each counts once."""
+
+    def expand(self, inputs):
+        partial, stats = inputs
+        return (
+            partial | "Counts" >> beam.ParDo(_IncrementCounters(increments)),
+            stats | "DamagedFiles" >> beam.ParDo(_IncrementCounters(damaged)))

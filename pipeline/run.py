@@ -35,21 +35,25 @@ import tfrecord_schema as schema
 from pipeline import beam_internals, console, counters, output_folder, sources
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
+from pipeline.counters import RecordCounters
+from pipeline.encoding import EncodeSpills
 from pipeline.inputs import match_inputs
 from pipeline.options import (PipelineError, QuickDrawOptions, check_argv, check_runner, check_values,
                               default_counts, help_parser, read_classes)
+from pipeline.planning import PlanClasses
+from pipeline.reading import COUNTS, LINES, SPILLS, ReadDrawings
+from pipeline.rejects import REJECT_PARTS, WriteRejects
 from pipeline.seal import SealDataset, dataset_problem, read_stats
 from pipeline.tft_analysis import AnalyzeTrainingSplit
-from pipeline.transforms import (COUNTS, LINES, REJECT_PARTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
-                                 RecordCounters, RemoveWorkFiles, WriteClassFile, WriteRejects, WriteShards,
-                                 WriteStats)
+from pipeline.writing import RemoveWorkFiles, WriteClassFile, WriteShards, WriteStats
 
 WORK_DIR = ".tmp-work"  # the workers' spill and run files, removed at the end
 
 
 def build(p: beam.Pipeline, opts: QuickDrawOptions, quota: split_lib.Quota, files: list[str],
           classes, temp_dir: str):
-    """Wires the composite transforms together (see ``pipeline.transforms``);
+    """Wires the composite transforms together (a module for each stage:
+    ``pipeline.reading``, ``planning``, ``encoding``, ``writing``, ``rejects``);
     returns the outputs of the writing steps, which the manifest waits for."""
     analyze = not opts.skip_transform and quota.counts[schema.TRAIN] > 0
     work_dir = FileSystems.join(opts.output, WORK_DIR)

@@ -70,7 +70,7 @@ def lines(draw) -> bytes:
 def pipeline_reason(path: Path, work: Path) -> str:
     from pipeline import stats as stats_lib
     from pipeline.sources import Range
-    from pipeline.transforms import COUNTS, _ReadUnit
+    from pipeline.reading import COUNTS, _ReadUnit
     read = _ReadUnit(str(work), seed=1, wanted=5, max_points=LIMITS.max_points,
                      max_bytes=LIMITS.max_bytes, recognized_only=False, classes=None)
     read.setup()

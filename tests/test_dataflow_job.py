@@ -33,7 +33,7 @@ CLASSES = ("cat", "dog", "fish")
 CLOUD_ENV = {"PROJECT": "quickdraw-test", "BUCKET": "gs://%s" % BUCKET, "REGION": "us-central1"}
 # The modules of this project: none may be loaded before the job's functions are.
 OURS = ("pipeline", "trainer", "deploy", "serving", "tfrecord_schema", "dataset_manifest",
-        "ndjson_format", "atomic_storage", "native_logs", "command_line")
+        "ndjson_format", "atomic_storage", "atomic_outputs", "native_logs", "command_line")
 
 
 def launch_commands(mode: str) -> list[str]:
@@ -265,7 +265,7 @@ def test_template_job_builds_and_its_functions_load_in_a_fresh_process(
     assert out.returncode == 0, out.stderr[-3000:]
     loaded, modules = [eval(line) for line in out.stdout.splitlines()[-2:]]  # pylint: disable=eval-used
     assert sum(n for urn, n in loaded.items() if urn != "coder") == len(functions) > 40
-    assert {"pipeline.transforms", "pipeline.tft_analysis", "pipeline.seal"} <= set(modules)
+    assert {"pipeline.reading", "pipeline.encoding", "pipeline.writing", "pipeline.tft_analysis", "pipeline.seal"} <= set(modules)
 
 
 # The launcher's work on gs://, against fake-gcs-server.

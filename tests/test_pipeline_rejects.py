@@ -82,8 +82,8 @@ def test_copies_of_a_drawing_are_held_once_a_unit_and_the_first_few_written(tmp_
 def test_a_rejected_lines_text_is_cut_so_a_files_rejects_stay_small():
     """1,000 rejects a file times 10,000 characters: at most about 10 MB of
     rejects per input file, however long its bad lines are (up to --max_bytes)."""
-    from pipeline.transforms import _reject
+    from pipeline.rejects import reject_record
 
-    record = _reject("invalid_json", b"x" * 500_000 + b"\n")
+    record = reject_record("invalid_json", b"x" * 500_000 + b"\n")
     assert len(record["text"]) == 10_000 and record["truncated"] is True
-    assert _reject("invalid_json", b"short\r\n") == {"reason": "invalid_json", "text": "short"}
+    assert reject_record("invalid_json", b"short\r\n") == {"reason": "invalid_json", "text": "short"}

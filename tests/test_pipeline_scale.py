@@ -19,8 +19,10 @@ import tfrecord_schema as schema
 from pipeline import run as run_lib
 from pipeline import sources
 from pipeline import split as split_lib
-from pipeline.transforms import (COUNTS, SPILLS, EncodeSpills, PlanClasses, ReadDrawings,
-                                 WriteShards, _PlanTask, _write_ranks, plan_group)
+from pipeline.encoding import EncodeSpills
+from pipeline.planning import PlanClasses, _PlanTask, plan_group
+from pipeline.reading import COUNTS, SPILLS, ReadDrawings, _write_ranks
+from pipeline.writing import WriteShards
 from pipeline_helpers import read_split
 
 FLAGS = ["--train_observations_per_class=15", "--eval_observations_per_class=5",

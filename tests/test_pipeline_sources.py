@@ -127,16 +127,16 @@ def test_keep_lowest_keeps_every_copy_of_the_kept_drawings():
 def test_shard_merge_with_more_sections_than_files_open_at_once(tmp_path, monkeypatch):
     import struct
 
-    from pipeline import transforms
-    monkeypatch.setattr(transforms, "FAN_IN", 3)
+    from pipeline import run_files, writing
+    monkeypatch.setattr(writing, "FAN_IN", 3)
     rng = __import__("random").Random(1)
     frames = [(rng.getrandbits(64), b"record %d" % i) for i in range(200)]
     sections = []
     for i in range(8):
         mine = sorted(frames[i::8])
-        sections.append(transforms._write_run(str(tmp_path / ("run-%d" % i)), iter(mine)))
+        sections.append(run_files.write_run(str(tmp_path / ("run-%d" % i)), iter(mine)))
     quota = split_lib.Quota(1, 0, 0)
-    write = transforms.WriteShards(str(tmp_path / "out"), str(tmp_path / "work"), quota, 1)
+    write = writing.WriteShards(str(tmp_path / "out"), str(tmp_path / "work"), quota, 1)
     split, path, n = write._write(("train", 0), sections + [None])
     assert n == 200
     data, got = open(path, "rb").read(), []
