@@ -28,6 +28,12 @@ the old content or the new one; a temporary file it leaves is removed by the
 next call on the same path (temporary names carry the writer's process id and
 only those of processes that are gone are removed), so none accumulate.
 
+It also names the temporary siblings of the trainer's and the registry's
+whole-file writes (``temp_path``; a pipeline run's folder has its own
+``.tmp-`` names, which a run sweeps) and publishes a finished local file
+durably (``publish_local``), so that the writers built on it
+(``atomic_outputs``, the downloader) keep these guarantees without a copy.
+
 On gs:// the client retries a request that failed in transit; if an upload
 succeeded but its answer was lost, the retry meets its own object and is
 refused. A refusal after such a retry, of an object that holds exactly
@@ -89,6 +95,11 @@ def check_served(path: str) -> None:
         "%s:// is not served (local paths and gs:// are): a dataset's lock and manifest need an "
         "exclusive create and a compare-and-swap, tested on those only, and TensorFlow cannot "
         "open %s:// for tf.Transform and the trainer" % (found, found))
+
+
+def served(path: str) -> bool:
+    """True for a local path or gs://, the storages this module serves."""
+    return scheme(path) in ("", "gs")
 
 
 def _on_gs(path: str) -> bool:
@@ -159,10 +170,15 @@ def replace(path: str, data: bytes) -> None:
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
 
 
-def _temp_path(path: str) -> str:
+def temp_path(path: str, kind: str = "tmp") -> str:
+    """A unique hidden sibling of ``path`` (local or any URL): the same
+    folder, hence the same filesystem, so that renaming it onto ``path`` stays
+    a rename. It names the writer's process, so that a ``tmp`` one left here
+    by a process that is gone is removed by the next call on ``path``; another
+    ``kind`` (an old folder set aside, say) is never removed for its owner."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, ".%s.%d.%s.tmp"
-                        % (name, os.getpid(), uuid.uuid4().hex))
+    return os.path.join(directory, ".%s.%d.%s.%s"
+                        % (name, os.getpid(), uuid.uuid4().hex, kind))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -202,7 +218,7 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _write_temp(path: str, data: bytes) -> str:
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -306,6 +322,16 @@ def _local_replace(path: str, data: bytes, directory: str) -> None:
         _remove_quietly(tmp)
         raise
     _fsync_dir(directory)
+
+
+def publish_local(tmp: str, path: str) -> None:
+    """Renames the finished local file ``tmp`` over ``path``, durably: its
+    bytes reach the disk before the rename and the folder's entry after it,
+    so that a crash leaves the old file or the whole new one."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 # Google Cloud Storage.

@@ -40,6 +40,7 @@ import uuid
 from typing import Any, Callable
 
 import atomic_storage
+from atomic_outputs import write_atomically
 from deploy import json_shapes
 from tfrecord_schema import STATS_FILE
 
@@ -51,7 +52,6 @@ RUN_FILE = "run.json"
 EVAL_REPORT_FILE = "eval_report.json"
 FIXED_EVAL_FILE = "fixed_eval.json"
 CURRENT_FILE = "current"
-OBJECT_STORES = ("gs://", "s3://")
 
 VERSION_FORMAT = "%Y%m%d-%H%M%S"
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -94,7 +94,7 @@ def _gfile():
 
 
 def exists(path: str) -> bool:
-    if _atomic(path):
+    if atomic_storage.served(path):
         return atomic_storage.exists(path)
     return _gfile().exists(path)
 
@@ -129,15 +129,10 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def _atomic(path: str) -> bool:
-    """Paths whose records get exclusive creation and compare-and-swap."""
-    return not is_remote(path) or atomic_storage.is_gs(path)
-
-
 def read_versioned(path: str) -> tuple[bytes, object] | None:
     """Content and version token (see ``atomic_storage``), None if absent.
     Elsewhere the content itself is the token."""
-    if _atomic(path):
+    if atomic_storage.served(path):
         return atomic_storage.read_versioned(path)
     if not _gfile().exists(path):
         return None
@@ -147,40 +142,19 @@ def read_versioned(path: str) -> tuple[bytes, object] | None:
 
 
 def compare_and_swap(path: str, token: object, data: bytes) -> bool:
-    if _atomic(path):
+    """Replaces ``path`` with ``data`` if it is still the version ``token``
+    names (None: if it is absent); False if another writer came first."""
+    if atomic_storage.served(path):
         return atomic_storage.compare_and_swap(path, token, data)
     now = read_versioned(path)
     if (now[1] if now else None) != token:
         return False
-    _write_gfile(path, data)
+    write_atomically(path, data)
     return True
 
 
 def create_exclusive(path: str, data: bytes) -> bool:
     return compare_and_swap(path, None, data)
-
-
-def _write_gfile(path: str, data: bytes) -> None:
-    """Object stores: one upload of the whole object; other TensorFlow
-    filesystems: a temporary file renamed over the old one."""
-    if path.startswith(OBJECT_STORES):
-        with _gfile().GFile(path, "wb") as f:
-            f.write(data)
-        return
-    tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex)
-    with _gfile().GFile(tmp, "wb") as f:
-        f.write(data)
-    _gfile().rename(tmp, path, overwrite=True)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Replaces ``path`` so that readers never see a partial file, and a
-    writer killed midway leaves no temporary file once the next write ran."""
-    data = text.encode("utf-8")
-    if _atomic(path):
-        atomic_storage.replace(path, data)
-    else:
-        _write_gfile(path, data)
 
 
 def _parse_json(path: str, data: bytes) -> dict[str, Any]:
@@ -241,7 +215,8 @@ def read_json_versioned(path: str) -> tuple[dict[str, Any], object] | None:
 
 
 def write_json_atomic(path: str, value: dict[str, Any]) -> None:
-    write_text_atomic(path, dumps(value).decode("utf-8"))
+    """Replaces the record at ``path`` whole (``atomic_outputs``)."""
+    write_atomically(path, dumps(value))
 
 
 def update_json(path: str, change: Callable[[dict[str, Any]], None],

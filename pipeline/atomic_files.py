@@ -1,4 +1,13 @@
-"""File output on any Beam filesystem (local, gs://), never half-written."""
+"""The pipeline's own files on Beam's filesystems (local, gs://), never half-written.
+
+What a run's workers write into its folder (shards, spills and rejects
+streamed; classes, stats and the transform graph whole) goes to a temporary
+sibling renamed into place (``temp_path``, ``publish``). Its ``.tmp-`` names
+are the ones a run sweeps from its folder before it starts and the manifest
+refuses to seal. The folder's lock and manifest, which writers race for, go
+through ``atomic_storage`` instead (exclusive create, compare-and-swap), whose
+temporary names a sweep must not touch.
+"""
 from __future__ import annotations
 
 import struct
@@ -37,15 +46,3 @@ def tfrecord_frame(record: bytes) -> bytes:
     """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C."""
     length = struct.pack("<Q", len(record))
     return length + _masked_crc32c(length) + record + _masked_crc32c(record)
-
-
-def write_tfrecords(path: str, records) -> int:
-    """Writes records to ``path`` atomically; returns how many were written."""
-    tmp = temp_path(path)
-    count = 0
-    with FileSystems.create(tmp) as f:
-        for record in records:
-            f.write(tfrecord_frame(record))
-            count += 1
-    publish(tmp, path)
-    return count

@@ -38,6 +38,8 @@ from typing import Callable, Iterator
 
 import google_crc32c
 
+import atomic_storage
+
 CHUNK = 256 * 1024          # at most this much is read from the socket at once
 LOW_SPEED_BYTES = 1024      # fewer bytes than this in one timeout's time: stalled
 MAX_PAUSE = 30.0            # seconds, the longest pause between two attempts
@@ -420,12 +422,5 @@ def fetch(url: str, folder: Path, name: str, info: ObjectInfo, settings: Setting
             if not first_try:
                 raise FetchError("%s, again after fetching it a second time" % problem)
             refused = problem
-        with open(part, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(part, final)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_storage.publish_local(str(part), str(final))
         return Outcome(False, received[0], info.check, refused)

@@ -259,13 +259,13 @@ def _kill_at(point: str) -> None:
         os.replace = replace
         return
     if point == "after_decision":
-        real_write = reg.write_text_atomic
+        real_write = reg.write_json_atomic
 
-        def write(path: str, text: str) -> None:
-            real_write(path, text)
-            if path.endswith(reg.EVAL_REPORT_FILE) and '"decision"' in text:
+        def write(path: str, value: dict) -> None:
+            real_write(path, value)
+            if path.endswith(reg.EVAL_REPORT_FILE) and "decision" in value:
                 die()
-        reg.write_text_atomic = write
+        reg.write_json_atomic = write
         return
     real_swap = reg.compare_and_swap
 

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import atomic_storage
 from deploy import registry as reg
 from deploy import gate, retrain, steps
 from deploy.registry import Registry, RegistryError
@@ -86,7 +87,7 @@ def test_a_write_that_fails_midway_leaves_the_old_pointer(tmp_path, monkeypatch)
 
     def crash(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(reg.atomic_storage.os, "replace", crash)
+    monkeypatch.setattr(atomic_storage.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         registry.set_current("v2", token=registry.current_versioned()[1])
     assert (tmp_path / reg.CURRENT_FILE).read_bytes() == before

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import atomic_outputs
 import tfrecord_schema as schema
-from trainer import export
 from trainer.data import LENGTHS
 from trainer.export import INK_SIGNATURE, export_model, load_export
 from trainer.model import ModelConfig, build_model
@@ -69,7 +69,7 @@ def test_failed_export_leaves_the_old_one_in_place(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_replacement_without_an_atomic_swap(tmp_path, monkeypatch):
     """Filesystems without renameat2's exchange: rename aside, rename in, delete."""
-    monkeypatch.setattr(export, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(atomic_outputs, "_exchange", lambda a, b: False)
     target = tmp_path / "export"
     export_model(small_model(1), CLASSES, str(target), 1)
     new_model = small_model(2)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 import tfrecord_schema as schema
+from atomic_outputs import write_atomically
 from trainer import data
 from trainer.calibration import CalibrationStats
 from trainer.charts import confusion_chart, png_bytes, reliability_diagram
@@ -71,17 +71,9 @@ def write_report(report: dict, matrix: np.ndarray, classes: list[str], model_dir
 
 def write_json(path: str, value: dict) -> None:
     """Strict JSON (a NaN or infinity is an error, not a ``NaN`` token), written
-    under a temporary name and renamed, so readers never see half a file."""
+    whole (``atomic_outputs``), so readers never see half a file."""
     text = json.dumps(value, indent=1, sort_keys=True, allow_nan=False)
     write_atomically(path, text.encode("utf-8"))
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, ".%s.tmp-%s" % (name, uuid.uuid4().hex[:12]))
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def evaluate_saved_model(export_dir: str, eval_data: str, classes_file: str,

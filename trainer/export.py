@@ -18,16 +18,15 @@ export; ``logits`` are the model's own.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
-import uuid
 
 import keras
 import tensorflow as tf
 
+import atomic_storage
 import tfrecord_schema as schema
+from atomic_outputs import publish_folder
 from trainer.data import LENGTHS
 from trainer.errors import TrainerError
 from trainer.model import ModelConfig, build_model
@@ -142,67 +141,17 @@ def export_model(model: keras.Model, classes: list[str], export_dir: str,
     server = SketchServer(serving_model, classes, global_step, top_k, transform_output,
                           temperature)
     export_dir = export_dir.rstrip("/")
-    staging = sibling(export_dir, "tmp")
+    staging = atomic_storage.temp_path(export_dir)
     try:
         tf.saved_model.save(server, staging, signatures={RAW_SIGNATURE: server.serve_raw,
                                                          INK_SIGNATURE: server.serve_ink})
         with tf.io.gfile.GFile(os.path.join(staging, "assets", CONFIG_ASSET), "w") as f:
             json.dump(serving_model.config.to_dict(), f, indent=1)
-        publish_dir(staging, export_dir)
+        publish_folder(staging, export_dir)
     finally:
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
     return export_dir
-
-
-def sibling(path: str, kind: str) -> str:
-    """A unique hidden name beside ``path``: same filesystem, so renames stay renames."""
-    head, name = os.path.split(path)
-    return os.path.join(head, ".%s-%s-%s" % (name, kind, uuid.uuid4().hex[:12]))
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swaps two local directories in one step (Linux ``renameat2``); False if unsupported."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, "cannot swap %s and %s: %s" % (a, b, os.strerror(code)))
-
-
-def publish_dir(staging: str, target: str) -> None:
-    """Makes the finished folder ``staging`` visible as ``target`` whole.
-
-    No target yet: one rename. A target already there (an export being
-    served) is only moved after its replacement is complete: on a local
-    Linux filesystem the two folders are swapped in one step, so ``target``
-    always holds the old export or the new one; elsewhere the old one is
-    renamed aside, the new one renamed in, then the old one deleted. On an
-    object store (gs://) a folder rename is object by object, hence not
-    atomic: serve from versioned folders there.
-    """
-    if not tf.io.gfile.exists(target):
-        tf.io.gfile.rename(staging, target)
-        return
-    if "://" not in target and _exchange(staging, target):
-        tf.io.gfile.rmtree(staging)  # now the old export
-        return
-    aside = sibling(target, "old")
-    tf.io.gfile.rename(target, aside)
-    try:
-        tf.io.gfile.rename(staging, target)
-    except tf.errors.OpError:
-        tf.io.gfile.rename(aside, target)
-        raise
-    tf.io.gfile.rmtree(aside)
 
 
 def load_export(export_dir: str):
