@@ -9,7 +9,7 @@ from typing import Any
 
 import dataset_manifest
 import tfrecord_schema as schema
-from deploy import registry as reg
+from deploy import registry_files, registry_records
 from deploy.errors import Refused, RetrainError
 from deploy.registry import Registry
 from deploy.version_dataset import dataset_files
@@ -33,7 +33,7 @@ def dataset_definition(registry: Registry, version: str) -> dict[str, Any]:
     if manifest is None:
         return {}
     options = manifest.get("options") or {}
-    stats = reg.read_json(dataset_files(registry, version)["stats"]) or {}
+    stats = registry_records.read_json(dataset_files(registry, version)["stats"]) or {}
     return {
         "dataset_version": version,
         "manifest_digest": dataset_manifest.digest(folder),
@@ -80,7 +80,7 @@ def fixed_eval_set(registry: Registry, version: str,
     one). A candidate built differently from the recorded set is refused,
     unless ``--renew_fixed_eval`` makes its eval split the new fixed set."""
     if args.fixed_eval_data:
-        classes = args.fixed_eval_classes or reg.join(
+        classes = args.fixed_eval_classes or registry_files.join(
             os.path.dirname(args.fixed_eval_data.rstrip("/")),
             schema.CLASSES_FILE)
         return {"eval_data": args.fixed_eval_data, "classes_file": classes,

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from deploy import eval_set as evaluation
 from deploy import registry as reg
+from deploy import registry_files, registry_records
 from deploy.errors import Refused, RetrainError
 from deploy.eval_set import fixed_eval_set, plain_metrics
 from deploy.gate import best_promoted, decide, pointer_key
@@ -105,7 +106,7 @@ def run_train(registry: Registry, version: str,
         registry.record_step(version, "train", warm_start_from=warm_from,
                              warm_start_reason=warm_reason)
     metrics = train_main(argv)
-    if is_chief() and not reg.exists(registry.export_dir(version)):
+    if is_chief() and not registry_files.exists(registry.export_dir(version)):
         raise RetrainError("training finished but wrote no export at %s"
                            % registry.export_dir(version))
     return {"flags": flags, "classes": classes, "warm_start_from": warm_from,
@@ -120,10 +121,10 @@ def run_evaluate(registry: Registry, version: str,
         eval_set = fixed_eval_set(registry, version, args)
     except Refused as e:
         registry.write_eval_report(version, {
-            "version": version, "evaluated_at": reg.utc_now(),
+            "version": version, "evaluated_at": registry_records.utc_now(),
             "gate": {"promoted": False, "reason": str(e), "checks": []}})
         raise
-    if not reg.glob(eval_set["eval_data"]):
+    if not registry_files.glob(eval_set["eval_data"]):
         raise RetrainError("fixed eval set %s matches no files"
                            % eval_set["eval_data"])
     eval_classes = read_classes(eval_set["classes_file"])
@@ -141,7 +142,7 @@ def run_evaluate(registry: Registry, version: str,
     pointer = registry.current()
     report: dict[str, Any] = {
         "version": version, "eval_set": eval_set,
-        "evaluated_at": reg.utc_now(),
+        "evaluated_at": registry_records.utc_now(),
         "candidate": evaluate(version),
         "current_version": pointer["version"] if pointer else None,
         "current_key": pointer_key(pointer),
@@ -169,7 +170,7 @@ def _finish_promotion(registry: Registry, version: str,
     decision = report.get("decision") or {}
     already = reason is None
     if not decision.get("promoted"):
-        decision = {"promoted": True, "decided_at": reg.utc_now(),
+        decision = {"promoted": True, "decided_at": registry_records.utc_now(),
                     "reason": reason or "promoted by an earlier run of this "
                     "step, whose record was cut short"}
         report["decision"] = decision
@@ -210,7 +211,7 @@ def run_promote(registry: Registry, version: str,
                 "promoted": False, "reason": reason, "checks": checks,
                 "margin": args.promotion_margin,
                 "min_accuracy": args.min_accuracy,
-                "decided_at": reg.utc_now()}
+                "decided_at": registry_records.utc_now()}
             registry.write_eval_report(version, report)
             return {"promoted": False, "reason": reason}
         moved = registry.set_current(
@@ -254,9 +255,9 @@ def _start_step(registry: Registry, version: str, step: str) -> None:
                 "step %s of version %s is running in process %s since %s"
                 % (step, version, entry["owner"]["pid"],
                    entry.get("started_at")))
-        run["steps"][step] = {"status": "running", "started_at": reg.utc_now(),
-                              "updated_at": reg.utc_now(), "pid": os.getpid(),
-                              "owner": reg.owner()}
+        run["steps"][step] = {"status": "running", "started_at": registry_records.utc_now(),
+                              "updated_at": registry_records.utc_now(), "pid": os.getpid(),
+                              "owner": registry_records.owner()}
     registry.update_run(version, change)
 
 
@@ -295,7 +296,7 @@ def retrain(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     registry = Registry(args.registry)
     steps = STEPS if args.step == "all" else (args.step,)
     if steps[0] == "pipeline" and not (
-            args.version and reg.exists(registry.run_path(
+            args.version and registry_files.exists(registry.run_path(
                 reg.check_version_id(args.version)))):
         version = registry.new_version(args.version)
     elif args.version is None:
@@ -323,4 +324,4 @@ def retrain(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def read_run_or_none(registry: Registry, version: str) -> dict[str, Any] | None:
-    return reg.read_json(registry.run_path(version))
+    return registry_records.read_json(registry.run_path(version))

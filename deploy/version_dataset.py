@@ -7,7 +7,7 @@ from typing import Any
 
 import dataset_manifest
 import tfrecord_schema as schema
-from deploy import registry as reg
+from deploy import registry_files, registry_records
 from deploy.errors import RetrainError
 from deploy.registry import Registry
 
@@ -15,25 +15,25 @@ from deploy.registry import Registry
 def dataset_files(registry: Registry, version: str) -> dict[str, str]:
     base = registry.dataset_dir(version)
     return {
-        "training_data": reg.join(base, schema.shard_pattern(schema.TRAIN)),
-        "eval_data": reg.join(base, schema.shard_pattern(schema.EVAL)),
-        "classes_file": reg.join(base, schema.CLASSES_FILE),
-        "stats": reg.join(base, schema.STATS_FILE),
+        "training_data": registry_files.join(base, schema.shard_pattern(schema.TRAIN)),
+        "eval_data": registry_files.join(base, schema.shard_pattern(schema.EVAL)),
+        "classes_file": registry_files.join(base, schema.CLASSES_FILE),
+        "stats": registry_files.join(base, schema.STATS_FILE),
     }
 
 
 def read_classes(path: str) -> list[str]:
-    if not reg.exists(path):
+    if not registry_files.exists(path):
         raise RetrainError("classes file %s does not exist" % path)
     try:
-        return schema.parse_classes(reg.read_text(path))
+        return schema.parse_classes(registry_files.read_text(path))
     except ValueError as e:
         raise RetrainError("classes file %s: %s" % (path, e)) from e
 
 
 def missing_shards(pattern: str) -> list[str]:
     """Shards of ``...-NNNNN-of-MMMMM`` that are absent (all, if none is there)."""
-    found = reg.glob(pattern)
+    found = registry_files.glob(pattern)
     if not found:
         return [pattern]
     numbers = [re.search(r"-(\d{5})-of-(\d{5})$", f) for f in found]
@@ -56,7 +56,7 @@ def check_dataset(registry: Registry, version: str,
         raise RetrainError("dataset %s is not usable: %s" % (version, e)) from None
     files = dataset_files(registry, version)
     missing = [files[k] for k in ("classes_file", "stats")
-               if not reg.exists(files[k])]
+               if not registry_files.exists(files[k])]
     for key in ("training_data", "eval_data"):
         missing += missing_shards(files[key])
     if missing:
@@ -70,7 +70,7 @@ def adopt_dataset(registry: Registry, version: str) -> None:
     """Starts the record of a version whose dataset was written by a pipeline
     launched elsewhere (the Dataflow Flex Template in the Airflow DAG). Of
     two runs adopting it at once, one writes the record; both go on."""
-    if not reg.exists(registry.dataset_dir(version)):
+    if not registry_files.exists(registry.dataset_dir(version)):
         raise RetrainError(
             "no version %s in %s: neither a run record nor a dataset"
             % (version, registry.root))
@@ -80,4 +80,4 @@ def adopt_dataset(registry: Registry, version: str) -> None:
         registry.record_step(version, "pipeline", status="done",
                              dataset=registry.dataset_dir(version),
                              launched="outside the retrain driver",
-                             stats=reg.read_json(files["stats"]))
+                             stats=registry_records.read_json(files["stats"]))

@@ -245,7 +245,7 @@ KILL_POINTS = ("before_current_swap", "inside_current_swap",
 
 def _kill_at(point: str) -> None:
     """Arms a SIGKILL of this process at ``point`` of a promotion."""
-    from deploy import registry as reg
+    from deploy import registry_files, registry_records as records
 
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -253,30 +253,30 @@ def _kill_at(point: str) -> None:
         real_replace = os.replace
 
         def replace(src: str, dst: str) -> None:
-            if os.path.basename(dst) == reg.CURRENT_FILE:
+            if os.path.basename(dst) == records.CURRENT_FILE:
                 die()
             real_replace(src, dst)
         os.replace = replace
         return
     if point == "after_decision":
-        real_write = reg.write_json_atomic
+        real_write = records.write_json_atomic
 
         def write(path: str, value: dict) -> None:
             real_write(path, value)
-            if path.endswith(reg.EVAL_REPORT_FILE) and "decision" in value:
+            if path.endswith(records.EVAL_REPORT_FILE) and "decision" in value:
                 die()
-        reg.write_json_atomic = write
+        records.write_json_atomic = write
         return
-    real_swap = reg.compare_and_swap
+    real_swap = registry_files.compare_and_swap
 
     def swap(path: str, token: object, data: bytes) -> bool:
-        if path.endswith("/" + reg.CURRENT_FILE) and point.startswith("before"):
+        if path.endswith("/" + records.CURRENT_FILE) and point.startswith("before"):
             die()
         done = real_swap(path, token, data)
-        if path.endswith("/" + reg.CURRENT_FILE) and done:
+        if path.endswith("/" + records.CURRENT_FILE) and done:
             die()
         return done
-    reg.compare_and_swap = swap
+    registry_files.compare_and_swap = swap
 
 
 def killed_retrain(argv: list[str], point: str) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 import atomic_storage
 from deploy import registry as reg
-from deploy import gate, retrain, steps
+from deploy import gate, registry_files, registry_records, retrain, steps
 from deploy.registry import Registry, RegistryError
 
 
@@ -176,8 +176,8 @@ def test_registry_on_a_tensorflow_filesystem():
     registry = Registry(root)
     registry.new_version("v1")
     registry.new_version("v2")
-    reg.makedirs(registry.export_dir("v1"))
-    reg.makedirs(registry.export_dir("v2"))
+    registry_files.makedirs(registry.export_dir("v1"))
+    registry_files.makedirs(registry.export_dir("v2"))
     registry.record_step("v1", "train", status="running", note="x" * 200)
     registry.record_step("v1", "train", fresh=True, status="done")
     assert registry.read_run("v1")["steps"]["train"]["status"] == "done"
@@ -187,7 +187,7 @@ def test_registry_on_a_tensorflow_filesystem():
     assert "reason" not in registry.current()
     assert registry.set_current("v2") is None
     assert registry.versions() == ["v1", "v2"]
-    assert reg.listdir(root) == [reg.CURRENT_FILE, reg.MODELS]
+    assert registry_files.listdir(root) == [reg.CURRENT_FILE, reg.MODELS]
     registry.set_fixed_eval("ram://e/eval-*", "ram://e/classes", "dataset v1")
     assert registry.fixed_eval()["source"] == "dataset v1"
 
@@ -224,7 +224,7 @@ def test_a_damaged_record_is_named_in_one_line_with_what_is_wrong(tmp_path):
     os.makedirs(registry.dataset_dir("v1"))
     stats = os.path.join(registry.dataset_dir("v1"), "stats.json")
     cases = [
-        (stats, b'{"classes": {"cat": {"selected": {"eval": "5"}}}}', lambda: reg.read_json(stats),
+        (stats, b'{"classes": {"cat": {"selected": {"eval": "5"}}}}', lambda: registry_records.read_json(stats),
          "is damaged: classes.cat.selected.eval should be an integer, not a string"),
         (run, b'{"version": "v1", "steps": [', read_run, "is not valid JSON"),
         (run, b"[" * 100_000, read_run, "is not valid JSON"),
