@@ -16,7 +16,7 @@ from pipeline.atomic_files import publish, temp_path
 
 # The tag of the outputs that name a part file (the read and encode steps').
 REJECT_PARTS = "reject_parts"
-_MAX_REJECT_TEXT = 10_000  # x REJECTS_PER_FILE: at most about 10 MB of rejects per input file
+_MAX_REJECT_TEXT = 10_000  # bytes of a rejected line's text, as written; x REJECTS_PER_FILE: about 10 MB a file
 
 
 class RejectsPart:
@@ -45,12 +45,31 @@ class RejectsPart:
 
 
 def reject_record(reason: str, line: bytes) -> dict:
-    """The record of a rejected line, its text cut at _MAX_REJECT_TEXT characters."""
+    """The record of a rejected line, its text cut to at most _MAX_REJECT_TEXT
+    bytes as written: JSON escapes a control character in 6 bytes and writes
+    an invalid UTF-8 byte as U+FFFD in 3, so a count of characters bounds nothing."""
     text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    record = {"reason": reason, "text": text[:_MAX_REJECT_TEXT]}
-    if len(text) > _MAX_REJECT_TEXT:
+    cut = _json_prefix(text, _MAX_REJECT_TEXT)
+    record = {"reason": reason, "text": cut}
+    if len(cut) < len(text):
         record["truncated"] = True
     return record
+
+
+def _json_prefix(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose JSON string is at most ``limit``
+    bytes, quotes left out (every character takes at least one byte)."""
+    text = text[:limit]
+    if len(orjson.dumps(text)) - 2 <= limit:
+        return text
+    low, high = 0, len(text)  # text[:low] fits, text[:high] does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        if len(orjson.dumps(text[:mid])) - 2 <= limit:
+            low = mid
+        else:
+            high = mid
+    return text[:low]
 
 
 def _line_starts(lines: list) -> dict:

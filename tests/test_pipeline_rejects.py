@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import run as run_lib
 from pipeline import sources
@@ -80,10 +82,48 @@ def test_copies_of_a_drawing_are_held_once_a_unit_and_the_first_few_written(tmp_
 
 
 def test_a_rejected_lines_text_is_cut_so_a_files_rejects_stay_small():
-    """1,000 rejects a file times 10,000 characters: at most about 10 MB of
-    rejects per input file, however long its bad lines are (up to --max_bytes)."""
+    """1,000 rejects a file times 10,000 bytes of text as written: at most
+    about 10 MB of rejects per input file, however long its bad lines are (up
+    to --max_bytes) and however much JSON's escapes expand them."""
     from pipeline.rejects import reject_record
 
     record = reject_record("invalid_json", b"x" * 500_000 + b"\n")
     assert len(record["text"]) == 10_000 and record["truncated"] is True
     assert reject_record("invalid_json", b"short\r\n") == {"reason": "invalid_json", "text": "short"}
+    exact = reject_record("invalid_json", b"y" * 10_000)
+    assert len(exact["text"]) == 10_000 and "truncated" not in exact
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"\x01", b"\xff", b"\"", b"\\", b"a", "\u00e9".encode(), "\U0001f600".encode(),
+                                 b"\xe2\x80\xa8", b"\t"]), min_size=1, max_size=40),
+       st.integers(1, 30_000))
+def test_a_rejected_lines_text_as_written_is_at_most_10000_bytes(pieces, repeat):
+    import orjson
+
+    from pipeline.rejects import reject_record
+
+    line = b"".join(pieces) * (repeat // len(pieces) + 1)
+    record = reject_record("invalid_json", line)
+    written = len(orjson.dumps(record["text"])) - 2
+    assert written <= 10_000
+    text = line.decode("utf-8", errors="replace")
+    assert text.startswith(record["text"])
+    assert record.get("truncated", False) == (len(record["text"]) < len(text))
+    if record.get("truncated"):  # the longest prefix that fits: one more character would not
+        assert len(orjson.dumps(text[:len(record["text"]) + 1])) - 2 > 10_000
+
+
+@pytest.mark.slow
+def test_a_file_of_long_escaped_bad_lines_gives_at_most_about_10_mb_of_rejects(tmp_path):
+    """1,100 lines of 12,000 control bytes: JSON writes each as 6 bytes, so
+    a cut by characters gave 60 MB; by bytes as written, about 10 MB."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cat.ndjson").write_bytes((SAMPLE / "cat.ndjson").read_bytes() + (b"\x01" * 12_000 + b"\n") * 1_100)
+    out = tmp_path / "out"
+    stats = run_lib.run(["--input=%s" % folder, "--output=%s" % out, *FLAGS])
+    rejects = out / "rejects-00000-of-00001.ndjson"
+    assert len(_rejects(out)) == stats_lib.REJECTS_PER_FILE == 1_000
+    assert rejects.stat().st_size <= 1_000 * (10_000 + 200 + len(str(folder / "cat.ndjson")))
+    assert all(r["truncated"] and set(r["text"]) == {"\x01"} for r in _rejects(out))
