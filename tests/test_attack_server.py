@@ -271,3 +271,17 @@ def test_bad_requests_do_not_flood_the_log():
     output = process.process.stdout.read().decode()
     assert "Invalid HTTP request" not in output and "WebSocket" not in output \
         and "upgrade" not in output, output
+
+
+def test_between_requests_the_keep_alive_timeout_applies_not_the_head_deadline(server):
+    """docs/serving.md: an idle kept-alive connection is closed after uvicorn's
+    keep-alive timeout (5 s), not the shorter --header_timeout of a request."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read()
+        start = time.monotonic()
+        assert connection.sock.recv(1) == b""
+        assert 5 - 0.5 < time.monotonic() - start < 5 + 1.5
+    finally:
+        connection.close()

@@ -92,3 +92,13 @@ def test_direct_runner_names_are_the_switching_direct_runner():
     expect(not isinstance(create_runner("BundleBasedDirectRunner"), DirectRunner),
            "BundleBasedDirectRunner became a DirectRunner")
     expect(sys.executable in beam_internals.beam_worker_command(), "the worker command")
+
+
+def test_beams_own_direct_runner_tries_prism_first():
+    """Why ``pipeline.run.local_runner`` runs the FnApiRunner itself (README,
+    "Running it for real"): Beam's DirectRunner hands a pipeline that Prism
+    supports to its PrismRunner, which downloads and starts a binary."""
+    from apache_beam.runners.direct import direct_runner
+    source = inspect.getsource(direct_runner.DirectRunner.run_pipeline)
+    expect("PrismRunner" in source and "supported_by_prism_runner" in source,
+           "DirectRunner.run_pipeline no longer hands pipelines to the PrismRunner")
