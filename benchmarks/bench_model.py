@@ -91,7 +91,7 @@ def train_recipe(split: dict, recipe: dict, budget: float, seed: int = 0) -> dic
     from trainer.augment import AugmentConfig
     from trainer.evaluate import run_eval
     from trainer.model import ModelConfig, build_model
-    from trainer.train import make_optimizer, make_train_loop
+    from trainer.train_step import make_optimizer, make_train_loop
 
     keras.utils.set_random_seed(seed)
     classes = split["classes"]
@@ -145,7 +145,7 @@ def loop_rates(split: dict, steps: int, warmup: int, rounds: int = 3) -> dict:
 
     from trainer import data
     from trainer.model import ModelConfig, build_model
-    from trainer.train import make_optimizer, make_train_loop, make_train_step
+    from trainer.train_step import make_optimizer, make_train_loop, make_train_step
 
     classes = split["classes"]
     boundaries = data.length_boundaries(split["training"])

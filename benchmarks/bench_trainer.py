@@ -39,7 +39,7 @@ from trainer import data
 from trainer.export import RAW_SIGNATURE, export_model, load_export
 from trainer.model import ModelConfig, build_model
 from trainer.predict import drawing_points
-from trainer.train import make_optimizer, make_train_step
+from trainer.train_step import make_optimizer, make_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO / "data" / "real_sample"

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from trainer import task, train
 from trainer.model import ModelConfig, build_model
-from trainer.train import make_optimizer, make_train_loop, make_train_step
+from trainer.train_step import make_optimizer, make_train_loop, make_train_step
 from trainer_helpers import TINY_MODEL, data_flags, write_tutorial_dataset
 
 CONFIG = ModelConfig(num_classes=3, num_layers=1, num_nodes=8, num_conv=(6,), conv_len=(3,),

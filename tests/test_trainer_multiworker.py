@@ -82,7 +82,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from trainer.model import ModelConfig, build_model
-from trainer.train import make_optimizer, make_train_step
+from trainer.train_step import make_optimizer, make_train_step
 
 CONFIG = ModelConfig(num_classes=3, num_layers=1, num_nodes=8, num_conv=(6,), conv_len=(3,),
                      dropout=0.0)

@@ -8,13 +8,13 @@ counter reaches ``--steps``. Steps run ``--steps_per_execution`` at a time
 in one compiled call (Keras' idea), so the host does not wait for every step;
 a call ends at the next log, checkpoint or eval step, and stops early at a
 non-finite loss or gradient norm, which the host then reports before any
-checkpoint or export holds it.
+checkpoint or export holds it. The compiled steps are ``trainer.train_step``;
+where the weights start (a resume, a warm start), ``trainer.checkpoints``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 
@@ -24,13 +24,15 @@ import tensorflow as tf
 
 from trainer import data, summaries
 from trainer.augment import AugmentConfig
+from trainer.checkpoints import (CONFIG_FILE, make_checkpoint, read_saved_config,
+                                 restore_or_warm_start, same_architecture)
 from trainer.distribution import make_strategy, task_identity
 from trainer.errors import TrainerError
 from trainer.evaluate import run_eval, write_json, write_report
-from trainer.export import dataset_transform_output, export_config, export_model, load_export
+from trainer.export import dataset_transform_output, export_model
 from trainer.model import CELL_TYPES, ModelConfig, build_model
+from trainer.train_step import make_optimizer, make_train_loop
 
-CONFIG_FILE = "model_config.json"
 # Loss scaling halves the scale at each overflow; this many skipped steps in a
 # row means the gradients are not finite at any scale.
 MAX_SKIPPED_STEPS = 64
@@ -61,47 +63,6 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig | None:
         return None
     return AugmentConfig(**{field.name: getattr(args, "augment_" + field.name)
                             for field in dataclasses.fields(AugmentConfig)})
-
-
-def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
-    """Whether weights of one fit the other (cell type and precision do not matter)."""
-    keys = ("num_classes", "num_layers", "num_nodes", "num_conv", "conv_len", "batch_norm",
-            "model", "raster_size", "cnn_filters", "cnn_dense")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
-
-
-def read_saved_config(model_dir: str) -> ModelConfig | None:
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return ModelConfig.from_dict(json.load(f))
-
-
-def warm_start(model, config: ModelConfig, source: str) -> None:
-    """Initialises ``model`` from another run's checkpoint or export."""
-    if tf.saved_model.contains_saved_model(source):
-        other = export_config(source)
-        check_warm_start(config, other, source)
-        loaded, _ = load_export(source)
-        model.set_weights([v.numpy() for v in loaded.model_weights])
-        return
-    checkpoint = tf.train.latest_checkpoint(source)
-    other = read_saved_config(source)
-    if checkpoint is None or other is None:
-        raise TrainerError("--warm_start_from=%s holds neither a checkpoint with its %s nor "
-                           "a SavedModel" % (source, CONFIG_FILE))
-    check_warm_start(config, other, source)
-    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
-
-
-def check_warm_start(config: ModelConfig, other: ModelConfig, source: str) -> None:
-    if other.num_classes != config.num_classes:
-        raise TrainerError("cannot warm-start from %s: it has %d classes, this run has %d"
-                           % (source, other.num_classes, config.num_classes))
-    if not same_architecture(config, other):
-        raise TrainerError("cannot warm-start from %s: its architecture differs (%s)"
-                           % (source, other.to_dict()))
 
 
 @dataclasses.dataclass
@@ -295,67 +256,6 @@ def run_steps(args: argparse.Namespace, config: ModelConfig, iterator, train_ste
     return step
 
 
-class SummedGradientAdam(keras.optimizers.Adam):
-    """Adam applied to gradients that the train step has already summed across replicas.
-
-    Keras sums the replicas' gradients after its own clipping, so its
-    ``global_clipnorm`` clips each replica's part and the threshold grows with
-    the number of replicas. The train step sums first and clips the sum; this
-    class only leaves out Keras' second summation.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
-def make_optimizer(learning_rate: float, mixed_precision: bool) -> keras.optimizers.Optimizer:
-    """Adam; with dynamic loss scaling on top under mixed precision."""
-    optimizer = SummedGradientAdam(learning_rate)
-    if mixed_precision:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
-    """The Adam that holds the moments and the step counter, with or without loss scaling."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-def make_checkpoint(model, optimizer) -> tf.train.Checkpoint:
-    """Weights, Adam and step under the same names whatever the precision.
-
-    The loss scale, which only mixed precision has, is saved beside them, so
-    a run may resume with the other ``--mixed_precision`` setting: float32
-    resumes ignore the saved loss scale, mixed-precision resumes of a float32
-    checkpoint start from the initial loss scale.
-    """
-    parts = {"model": model, "optimizer": inner_optimizer(optimizer)}
-    if optimizer is not inner_optimizer(optimizer):
-        parts["loss_scale"] = optimizer
-    return tf.train.Checkpoint(**parts)
-
-
-def restore_or_warm_start(model, optimizer, args: argparse.Namespace,
-                          config: ModelConfig) -> None:
-    """Resumes from ``model_dir``'s last checkpoint, else warm-starts if asked."""
-    latest = tf.train.latest_checkpoint(args.model_dir)
-    if latest:
-        adam = inner_optimizer(optimizer)
-        saved = {name for name, _ in tf.train.list_variables(latest)}
-        if any(name.startswith("optimizer/inner_optimizer/") for name in saved):
-            raise TrainerError("%s was written by an earlier trainer version with mixed precision, "
-                               "whose checkpoints this one cannot resume; use a new --model_dir "
-                               "with --warm_start_from=%s" % (latest, args.model_dir))
-        tf.train.Checkpoint(model=model, optimizer=adam).restore(
-            latest).assert_existing_objects_matched()
-        if optimizer is not adam and any(name.startswith("loss_scale/") for name in saved):
-            tf.train.Checkpoint(loss_scale=optimizer).restore(latest).expect_partial()
-        print("Resuming from %s at step %d" % (latest, int(adam.iterations.numpy())), flush=True)
-    elif args.warm_start_from:
-        warm_start(model, config, args.warm_start_from)
-        print("Warm-started from %s" % args.warm_start_from, flush=True)
-
-
 def non_finite_message(what: str, value: float, step: int, manager, args) -> str:
     """Where to look when training diverges: the data first, then the learning rate."""
     kept = manager.latest_checkpoint
@@ -376,95 +276,3 @@ def check_finite_weights(model, step: int, manager, args) -> None:
 
 def dict_replace(config: ModelConfig, **changes) -> ModelConfig:
     return ModelConfig.from_dict(dict(config.to_dict(), **changes))
-
-
-def _replica_step(model, optimizer, clip_norm: float | None, label_smoothing: float = 0.0):
-    """One replica's part of a step: forward, loss averaged over the global batch, update.
-
-    The loss is the mean over all the replicas' examples (their number is
-    summed across replicas, so batches sized by a budget of points, which
-    differ from step to step and from replica to replica, weigh each example
-    equally). With ``label_smoothing`` e the target puts 1 - e on the label
-    and e spread evenly over all classes, which keeps the logits from
-    growing without bound on few training drawings. The replicas' gradients
-    are summed first and the sum is clipped to ``clip_norm`` by its global
-    norm, so N replicas step exactly as one device does on the same global
-    batch. Returns the loss, the global norm of the summed (unscaled)
-    gradient and the number of examples.
-    """
-    scaling = optimizer is not inner_optimizer(optimizer)
-
-    def step_fn(features, labels):
-        context = tf.distribute.get_replica_context()
-        examples = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                      tf.cast(tf.shape(labels)[0], tf.float32))
-        with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            if label_smoothing:
-                log_p = tf.nn.log_softmax(logits)
-                per_example = -((1.0 - label_smoothing) * tf.gather(
-                    log_p, labels, axis=1, batch_dims=1)
-                    + label_smoothing * tf.reduce_mean(log_p, axis=1))
-            else:
-                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            loss = tf.reduce_sum(per_example) / examples
-            scaled = optimizer.scale_loss(loss) if scaling else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        scale = tf.cast(optimizer.dynamic_scale, tf.float32) if scaling else tf.constant(1.0)
-        norm = tf.linalg.global_norm(grads) / scale
-        if clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm * scale)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, norm, examples
-
-    return step_fn
-
-
-def _reduced(strategy: tf.distribute.Strategy, step_fn, inputs):
-    loss, norm, examples = strategy.run(step_fn, args=inputs)
-    return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.MEAN, examples, axis=None))
-
-
-def make_train_step(strategy: tf.distribute.Strategy, model, optimizer,
-                    clip_norm: float | None, label_smoothing: float = 0.0):
-    """A compiled single step on one (distributed) batch: ``step(inputs)`` ->
-    (loss, gradient norm, examples); see ``_replica_step``."""
-    step_fn = _replica_step(model, optimizer, clip_norm, label_smoothing)
-    return tf.function(lambda inputs: _reduced(strategy, step_fn, inputs),
-                       reduce_retracing=True)
-
-
-def make_train_loop(strategy: tf.distribute.Strategy, model, optimizer,
-                    clip_norm: float | None, label_smoothing: float = 0.0):
-    """Compiled ``run(iterator, count)``: up to ``count`` steps without returning to the host.
-
-    Stops early after a batch whose loss, or (without loss scaling) whose
-    gradient norm, is not finite. Returns that last batch's loss and norm,
-    the examples of all batches run, the batches that loss scaling skipped
-    and how many of them came after the last applied update. The step count
-    stays the optimizer's, read by the caller after the call.
-    """
-    step_fn = _replica_step(model, optimizer, clip_norm, label_smoothing)
-    scaling = optimizer is not inner_optimizer(optimizer)
-    iterations = inner_optimizer(optimizer).iterations
-
-    @tf.function
-    def run(iterator, count):
-        loss, norm, examples = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
-        skipped, skipped_last, batches = tf.constant(0), tf.constant(0), tf.constant(0)
-        finite = tf.constant(True)
-        while batches < count and finite:
-            before = tf.identity(iterations.value)
-            loss, norm, n = _reduced(strategy, step_fn, next(iterator))
-            examples += n
-            batches += 1
-            applied = tf.not_equal(iterations.value, before)
-            skipped += tf.cast(~applied, tf.int32)
-            skipped_last = tf.where(applied, 0, skipped_last + 1)
-            finite = tf.math.is_finite(loss) & (tf.math.is_finite(norm) | scaling)
-        return loss, norm, examples, skipped, skipped_last
-
-    return run
