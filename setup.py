@@ -35,8 +35,8 @@ setuptools.setup(
                                                "serving", "serving.*",
                                                "deploy", "deploy.*"]) + ["serving.static"],
     package_data={"serving.static": ["*"]},  # the drawing page, a folder of data
-    py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "atomic_storage",
-                "atomic_outputs", "native_logs", "command_line"],
+    py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "dataset_categories",
+                "atomic_storage", "atomic_outputs", "native_logs", "command_line"],
     include_package_data=True,
     install_requires=requirements(),
     entry_points={

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tfrecord_schema as schema  # noqa: E402
-from ndjson_format import CATEGORIES, Drawing, check_line  # noqa: E402
+from dataset_categories import CATEGORIES  # noqa: E402
+from ndjson_format import Drawing, check_line  # noqa: E402
 from pipeline import planning, sources, writing  # noqa: E402
 from pipeline.example import drawing_example  # noqa: E402
 from pipeline.parse import normalize_many  # noqa: E402

@@ -3,7 +3,7 @@
 The notebook works on a group of classes rather than the whole dataset (two
 pets to start, ten zoo animals, all 43 animals); the groups are kept here with
 its names so that ``quickdraw-download --group=zoo`` fetches what the notebook
-does. Every name is checked against ``ndjson_format.CATEGORIES`` before
+does. Every name is checked against ``dataset_categories.CATEGORIES`` before
 anything is fetched, and a misspelt one gets the closest real name.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 
-from ndjson_format import CATEGORIES
+from dataset_categories import CATEGORIES
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "pets": ("cat", "dog"),

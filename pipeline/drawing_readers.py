@@ -24,12 +24,11 @@ import numpy as np
 
 import command_line
 import tfrecord_schema as schema
-from ndjson_format import Limits, Reject, check_line, file_class
+from ndjson_format import NDJSON_SUFFIXES, Limits, Reject, check_line, file_class
 from pipeline import local_files
 
 Stroke = tuple[np.ndarray, np.ndarray]
 
-NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json")
 NOT_RECOGNIZED = "not_recognized"  # skipped by --recognized_only, not a bad line
 DAMAGED_FILE = "damaged_file"  # a file read up to a cut or corruption, or unreadable
 

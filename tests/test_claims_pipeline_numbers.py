@@ -38,8 +38,8 @@ def test_a_ranks_row_is_32_bytes():
 
 def test_64_planning_tasks_each_a_fixed_group_of_classes():
     """README.md:124-125: 64 planning tasks, each a fixed group of classes."""
-    import ndjson_format
-    groups = {planning.plan_group(c) for c in ndjson_format.CATEGORIES}
+    from dataset_categories import CATEGORIES
+    groups = {planning.plan_group(c) for c in CATEGORIES}
     assert planning.PLAN_GROUPS == 64 and groups <= set(range(64)) and len(groups) > 32
     assert [planning.plan_group(c) for c in ("cat", "dog")] == [planning.plan_group(c) for c in ("cat", "dog")]
 

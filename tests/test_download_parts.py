@@ -11,7 +11,7 @@ import pytest
 import setuptools
 
 from download_helpers import REPO, goog_hash
-from ndjson_format import CATEGORIES
+from dataset_categories import CATEGORIES
 from pipeline import class_groups, http_fetch, transfer_progress
 
 

@@ -20,7 +20,7 @@ def test_model_predicts_the_task_counts_of_a_local_run():
 
 
 def test_full_dataset_figures_and_the_deployed_shard_count():
-    from ndjson_format import CATEGORIES
+    from dataset_categories import CATEGORIES
     from test_dataflow_job import launch_commands
     sample = sizing.Sample.measure()
     assert (round(sample.line_bytes), round(sample.points, 1), round(sample.record_bytes)) == (475, 44.5, 694)
