@@ -32,8 +32,9 @@ from typing import Sequence
 
 from command_line import Parser, UserError, one_line, report
 from pipeline import class_groups
-from pipeline.http_fetch import (PART, Cancel, Cancelled, FetchError, ObjectInfo, Outcome, Settings, fetch,
-                                 head, object_url)
+from pipeline.http_fetch import PART, Outcome, fetch, object_url
+from pipeline.http_requests import Cancel, Cancelled, FetchError, Settings, head
+from pipeline.object_digests import ObjectInfo
 from pipeline.transfer_progress import Progress, duration_text, size_text
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw_dataset"

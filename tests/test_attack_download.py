@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from download_helpers import sample_objects, serving
-from pipeline import download, http_fetch
+from pipeline import download, http_requests
 
 OBJECTS = sample_objects()
 
@@ -56,7 +56,7 @@ def test_declared_length_reads_ascii_digits_only():
 
         def getheader(self, name):
             return self.value
-    assert [http_fetch.declared_length(Response(v)) for v in
+    assert [http_requests.declared_length(Response(v)) for v in
             ("123", " 42 ", None, "", "\u00b2", "\u0665", "+1", "9" * 19)] == \
         [123, 42, None, None, None, None, None, None]
 

@@ -12,7 +12,7 @@ import setuptools
 
 from download_helpers import REPO, goog_hash
 from dataset_categories import CATEGORIES
-from pipeline import class_groups, http_fetch, transfer_progress
+from pipeline import class_groups, http_fetch, object_digests, transfer_progress
 
 
 def test_the_notebooks_groups_are_real_classes_of_its_sizes():
@@ -42,8 +42,8 @@ def test_a_class_file_lists_one_name_a_line(tmp_path):
 
 def test_goog_hash_headers_in_one_or_several_lines():
     line = goog_hash(b"hello", ("crc32c", "md5"))
-    parsed = http_fetch.parse_goog_hash([line])
-    assert parsed == http_fetch.parse_goog_hash(line.split(", "))
+    parsed = object_digests.parse_goog_hash([line])
+    assert parsed == object_digests.parse_goog_hash(line.split(", "))
     assert parsed["crc32c"] == "mnG7TA==" and parsed["md5"] == "XUFAKrxLKna5cZ2REBfFkg=="
 
 
