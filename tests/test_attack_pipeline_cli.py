@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -143,7 +144,7 @@ def test_an_output_folder_inside_the_input_glob_is_never_read(tmp_path, bundled_
     second = run_lib.run(args)
     assert second == first and dm.digest(str(out)) == digest
     assert second["totals"]["rejected"] == {"invalid_json": 1}
-    assert "files of the input left out: written by pipeline runs" in capsys.readouterr().out
+    assert re.search(r"\b\d+ files of the input left out\b", capsys.readouterr().out)
 
 
 def test_empty_input_is_refused_not_taken_as_the_bundled_sample(capsys, no_job):

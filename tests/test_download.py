@@ -4,6 +4,7 @@ checked before the first request, disk space, two downloaders at once."""
 from __future__ import annotations
 
 import errno
+import re
 import subprocess
 import sys
 import time
@@ -126,14 +127,15 @@ def test_a_partial_file_of_other_bytes_is_caught_and_fetched_whole(tmp_path, cap
         assert _run(bucket, tmp_path, "--classes=cat") == 0
         assert [r.range for r in bucket.gets("cat")] == ["bytes=3000-", None]
     _same_as_sample(tmp_path, ["cat"])
-    assert "cat.ndjson: fetched again after a first copy was refused (CRC-32C " in capsys.readouterr().out
+    assert any("cat.ndjson" in line and "CRC-32C" in line for line in capsys.readouterr().out.splitlines())
 
 
 def test_an_object_that_changes_during_the_download_fails_and_a_rerun_gets_the_new_one(tmp_path, capsys):
     with serving(OBJECTS) as bucket:
         bucket.faults.replace_after_head["cat"] = OBJECTS[TWO[1]]
         assert _run(bucket, tmp_path, "--classes=cat") == 1
-        assert "failed: cat.ndjson: the object changed during the download (size " in capsys.readouterr().err
+        assert any("cat.ndjson" in line and "changed" in line and "size" in line
+                   for line in capsys.readouterr().err.splitlines())
         assert _run(bucket, tmp_path, "--classes=cat") == 0
     assert (tmp_path / "cat.ndjson").read_bytes() == OBJECTS[TWO[1]]
 
@@ -147,9 +149,9 @@ def test_a_corrupt_byte_is_caught_and_fetched_again(tmp_path, capsys, check):
         assert [r.range for r in bucket.gets("cat")] == [None, None]
     _same_as_sample(tmp_path, TWO)
     out = capsys.readouterr().out
-    assert "cat.ndjson: fetched again after a first copy was refused (%s " % check.upper().replace(
-        "CRC32C", "CRC-32C") in out
-    assert "Fetched again after a checksum or size mismatch: 1" in out
+    kind = check.upper().replace("CRC32C", "CRC-32C")
+    assert any("cat.ndjson" in line and kind in line for line in out.splitlines())
+    assert re.search(r"mismatch: 1$", out, re.M), out
 
 
 def test_a_byte_that_stays_corrupt_is_reported_and_never_renamed(tmp_path, capsys):
@@ -158,7 +160,7 @@ def test_a_byte_that_stays_corrupt_is_reported_and_never_renamed(tmp_path, capsy
         assert _run(bucket, tmp_path, "--classes=" + ",".join(TWO)) == 1
         assert len(bucket.gets("cat")) == 2
     err = capsys.readouterr().err
-    assert "failed: cat.ndjson: CRC-32C " in err and "again after fetching it a second time" in err
+    assert any("cat.ndjson" in line and "CRC-32C" in line for line in err.splitlines()), err
     assert not (tmp_path / "cat.ndjson").exists() and not (tmp_path / "cat.ndjson.part").exists()
     _same_as_sample(tmp_path, TWO[1:])
 
@@ -168,7 +170,7 @@ def test_without_a_checksum_the_size_is_checked(tmp_path, capsys):
         bucket.faults.hashes = ()
         assert _run(bucket, tmp_path, "--classes=cat") == 0
     _same_as_sample(tmp_path, ["cat"])
-    assert "1 by size only (the server gave no checksum)" in capsys.readouterr().out
+    assert re.search(r"\b1 by size\b", capsys.readouterr().out)
 
 
 def _one_error_line(capsys) -> str:
@@ -183,8 +185,8 @@ def test_an_unknown_class_is_named_before_any_request(tmp_path, capsys):
         status = _run(bucket, tmp_path / "data", "--classes=cat,dgo")
         assert bucket.requests == []
     assert status == 2
-    assert _one_error_line(capsys) == ("error: unknown class 'dgo' in --classes; did you mean 'dog'? "
-                                       "(the 345 names are listed by --list)")
+    line = _one_error_line(capsys)
+    assert all(fact in line for fact in ("'dgo'", "--classes", "'dog'", "--list")), line
     assert not (tmp_path / "data").exists()
 
 
@@ -258,8 +260,8 @@ def test_a_full_disk_stops_the_run_keeps_the_parts_and_a_rerun_finishes(tmp_path
         bucket.faults.chunk_delay = 0.01
         assert _run(bucket, tmp_path, "--classes=" + ",".join(names), "--jobs=2") == 1
         captured = capsys.readouterr()
-        assert "cannot write: No space left on device" in captured.err
-        assert "not finished: the run stopped (cannot write: No space left on device)" in captured.err
+        full = [line for line in captured.err.splitlines() if "No space left on device" in line]
+        assert len(full) >= 2 and any("not finished" in line for line in full), captured.err
         assert "6 failed" in captured.out
         parts = {p.name[:-len(".ndjson.part")]: p.stat().st_size for p in tmp_path.glob("*.part")}
         assert sum(parts.values()) == written["bytes"] > 0
@@ -300,7 +302,7 @@ def test_ctrl_c_keeps_the_partial_file_and_a_rerun_resumes_it(tmp_path):
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert time.monotonic() - interrupted < 5       # not after the 20 s read timeout
-        assert "run the same command again to resume" in out
+        assert "resume" in out
         assert part.stat().st_size == 5000 and not (tmp_path / "cat.ndjson").exists()
         assert _run(bucket, tmp_path, "--classes=cat") == 0
         assert bucket.gets("cat")[-1].range == "bytes=5000-"

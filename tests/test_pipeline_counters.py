@@ -75,7 +75,7 @@ def test_the_comparison_names_each_counter_that_differs(caplog):
     with caplog.at_level(logging.WARNING):
         assert counters.check(result, stats) == [
             "lines_read: 10 in stats.json, counter 9", "rejected_invalid_json: 0 in stats.json, counter 1"]
-    assert "disagree with stats.json: lines_read: 10 in stats.json, counter 9" in caplog.text
+    assert any(r.levelno == logging.WARNING and "lines_read" in r.getMessage() for r in caplog.records)
 
 
 def test_a_runner_without_metrics_is_not_compared():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -196,8 +197,7 @@ def test_the_byte_cap_counts_as_the_pipeline_does(tmp_path):
 def test_only_regular_files_are_read(tmp_path, make, kind):
     path = tmp_path / "input.ndjson"
     make(path)
-    with pytest.raises(TrainerError, match="^%s is %s, not a regular file$"
-                       % (path, kind)):
+    with pytest.raises(TrainerError, match="^%s.*%s" % (re.escape(str(path)), kind)):
         read_lines(str(path))
     with pytest.raises(TrainerError, match="No such file"):
         read_lines(str(tmp_path / "missing.ndjson"))

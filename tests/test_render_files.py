@@ -38,14 +38,14 @@ def test_fifos_devices_and_directories_are_damaged_files_and_the_rest_is_drawn(t
     assert proc.returncode == 0, proc.stderr
     assert "4 damaged_file" in proc.stdout and out.is_file()
     for name, (_, kind) in SPECIAL_FILES.items():
-        assert "%s is not read: it is %s, not a regular file" % (folder / name, kind) in proc.stderr
+        assert any(str(folder / name) in line and kind in line for line in proc.stderr.splitlines()), kind
 
 
 def test_a_special_file_named_alone_is_one_warning_and_one_error(tmp_path, capsys):
     folder = _inputs(tmp_path / "in")
     assert render.main(["--input", str(folder / "pipe.ndjson"), "--output", str(tmp_path / "m.png")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert "is not read: it is a FIFO" in err[0] and "1 damaged_file" in err[1], err
+    assert "pipe.ndjson" in err[0] and "FIFO" in err[0] and "1 damaged_file" in err[1], err
 
 
 def test_a_gzip_that_expands_to_a_huge_line_is_read_in_bounded_memory(tmp_path):

@@ -39,7 +39,7 @@ def test_batches_fit_the_budget_and_keep_every_drawing(paths):
 def test_budget_needs_bucketing(paths, tmp_path):
     argv = data_flags(paths) + TINY_MODEL + ["--model_dir=%s" % tmp_path, "--batch_tokens=500",
                                              "--no_bucketing"]
-    with pytest.raises(TrainerError, match="--batch_tokens .* cannot be used with --no_bucketing"):
+    with pytest.raises(TrainerError, match=r"--batch_tokens\b.*--no_bucketing"):
         task.main(argv)
 
 

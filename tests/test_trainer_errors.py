@@ -1,6 +1,7 @@
 """Bad input gives one clear line (exit code 2 as a command), never a traceback."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def test_no_file_matches(paths, tmp_path):
 def test_classes_file_with_fewer_classes_than_labels(paths, tmp_path):
     short = tmp_path / "classes"
     short.write_text("apple\nstar\n")
-    with pytest.raises(TrainerError, match="class_index 2 but the classes file lists 2 classes"):
+    with pytest.raises(TrainerError, match=r"class_index 2\b.*\b2 classes"):
         task.main(flags(paths, tmp_path / "m", classes_file=str(short)))
 
 
@@ -53,7 +54,7 @@ def test_classes_file_in_another_order_than_the_words(tmp_path):
     path = str(tmp_path / "training.tfrecord-00000-of-00001")
     with tf.io.TFRecordWriter(path) as w:
         w.write(record.SerializeToString())
-    with pytest.raises(TrainerError, match="'star' labelled 0, which the classes file calls 'apple'"):
+    with pytest.raises(TrainerError, match=r"'star'.*\b0\b.*'apple'"):
         check_records([path], ["apple", "star"])
     assert check_records([path], ["star", "apple"]) == 1
 
@@ -88,7 +89,7 @@ def test_empty_dataset(paths, tmp_path):
 @pytest.mark.slow
 def test_model_dir_of_another_architecture(paths, tmp_path):
     task.main(flags(paths, tmp_path / "m") + ["--eval_every_steps=0"])
-    with pytest.raises(TrainerError, match="holds a run of another model"):
+    with pytest.raises(TrainerError, match=re.escape(str(tmp_path / "m")) + r".*'num_nodes': 16\b.*--model_dir"):
         task.main(flags(paths, tmp_path / "m") + ["--num_nodes=12"])
 
 
@@ -164,11 +165,10 @@ def test_bad_training_record_past_the_sample_names_its_file(paths, tmp_path, bad
 
 def test_up_front_check_reads_ink_size_and_values(tmp_path):
     mismatched = write_records(tmp_path / "a", [example(4, 1, shape=[5, 3])])
-    with pytest.raises(TrainerError, match="has 12 ink values for shape \\[5, 3\\]: its ink "
-                                           "size does not match its shape"):
+    with pytest.raises(TrainerError, match=r"\b12 ink values\b.*\[5, 3\]"):
         check_records([mismatched], CLASSES)
     nan = write_records(tmp_path / "b", [example(4, 1, value=np.inf)])
-    with pytest.raises(TrainerError, match="record in .*b has non-finite ink values"):
+    with pytest.raises(TrainerError, match=r"b\b.*non-finite ink"):
         check_records([nan], CLASSES)
 
 
@@ -204,6 +204,6 @@ def test_tampered_pipeline_dataset_is_refused_in_one_line(tmp_path):
     assert message.startswith("dataset refused: %s: %s has CRC-32C" % (folder, os.path.basename(shard)))
     assert not (tmp_path / "m").exists()
     open(shard, "ab").write(b"x")
-    with pytest.raises(TrainerError, match="dataset refused: .* has %d bytes, manifest.json says %d"
+    with pytest.raises(TrainerError, match=r"^dataset refused: .*\b%d\b.*manifest\.json.*\b%d\b"
                                            % (len(blob) + 1, len(blob))):
         task.main(flags(paths, tmp_path / "m") + ["--no_dataset_checksums"])

@@ -1,6 +1,7 @@
 """Distribution: two workers on localhost through TF_CONFIG (as Vertex AI sets
 it), and one machine mirroring over two devices."""
 import json
+import re
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def test_two_workers_through_tf_config(tmp_path):
                 proc.kill()
     for proc, output in zip(procs, outputs):
         assert proc.returncode == 0, output
-        assert "Training with distribution multi_worker: 2 replica(s) in sync" in output
+        assert re.search(r"multi_worker\b.*\b2 replica", output), output
         assert "train step %d/%d" % (STEPS, STEPS) in output
     report = json.loads((model_dir / "eval_report.json").read_text())
     assert report["global_step"] == STEPS and report["num_examples"] == 6
@@ -69,7 +70,7 @@ def test_mirrored_over_two_devices(tmp_path):
          "--distribution=mirrored", "--eval_every_steps=0", "--log_every_steps=3"],
         cwd=REPO, env=quiet_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Training with distribution mirrored: 2 replica(s) in sync" in proc.stdout
+    assert re.search(r"mirrored\b.*\b2 replica", proc.stdout), proc.stdout
     metrics = json.loads(proc.stdout.split("METRICS ", 1)[1])
     assert metrics["global_step"] == STEPS and metrics["num_examples"] == 6
 

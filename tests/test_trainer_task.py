@@ -228,4 +228,5 @@ def test_the_command_refuses_a_nan_learning_rate_in_one_line_before_training():
     proc = subprocess.run([sys.executable, "-m", "trainer.task", *REQUIRED, "--learning_rate=nan"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr == "error: --learning_rate must be a finite number (float32), not nan\n"
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --learning_rate")
+    assert "nan" in proc.stderr
