@@ -177,3 +177,67 @@ def test_a_5000_digit_integer_is_a_number_that_overflows_not_invalid_json(reader
 @given(line=lines())
 def test_generated_hostile_lines_get_one_answer_from_every_reader(readers, line):
     assert_same(readers(line), line)
+
+
+def nested_line(depth: int) -> bytes:
+    """A drawing with a NaN coordinate (only Python's lenient reader takes
+    it) and an extra field nested ``depth`` levels in all."""
+    return (b'{"word": "cat", "countrycode": "US", "timestamp": "2017-03-01 00:00:00.1", '
+            b'"recognized": true, "key_id": "1", "drawing": [[[0, NaN], [0, 1]]], "extra": '
+            + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}")
+
+
+def reason_from_deep_stack(line: bytes, frames: int) -> str:
+    from ndjson_format import check_line
+    if frames:
+        return reason_from_deep_stack(line, frames - 1)
+    return getattr(check_line(line), "reason", "valid")
+
+
+@pytest.mark.parametrize("depth", [2, 100, 512, 513, 900, 1024, 1025])
+def test_a_deep_line_gets_one_reason_however_deep_the_readers_stack(depth):
+    """A reader deep in Beam's or a server's stack gives the reason that one
+    near the top of its stack gives: the lenient reader takes 512 levels
+    whatever the caller's depth, where Python's recursion limit would make
+    the answer depend on it."""
+    line = nested_line(depth)
+    expected = "non_finite_coordinate" if depth <= 512 else "invalid_json"
+    assert reason_from_deep_stack(line, 0) == expected
+    assert reason_from_deep_stack(line, 400) == expected
+
+
+def json_depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(st.sampled_from('[]{}"\\ a\u00e9\n'), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.one_of(st.integers(), st.floats(allow_nan=True), TRICKY_TEXT, st.none()),
+                    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                            st.dictionaries(TRICKY_TEXT, inner, max_size=4)),
+                    max_leaves=30),
+       st.booleans())
+def test_the_nesting_the_lenient_reader_is_given_is_the_lines_own(value, ascii_only):
+    import json
+
+    from ndjson_format import _nesting
+    line = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
+    assert _nesting(line) == json_depth(value)
+
+
+def test_a_line_of_escaped_quotes_is_judged_in_one_pass():
+    """The nesting is counted in one pass: finding strings by a regular
+    expression retried at every quote took minutes on this 1 MB line."""
+    import time
+
+    from ndjson_format import check_line
+    line = b'{"word": "cat", "drawing": [[[0, NaN], [0, 1]]], "b": "' + b'\\"' * 500_000
+    start = time.perf_counter()
+    assert check_line(line, Limits(max_bytes=2_000_000)).reason == "invalid_json"
+    assert time.perf_counter() - start < 10
