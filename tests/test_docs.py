@@ -98,3 +98,11 @@ def test_the_readme_module_map_names_every_module_as_it_is():
     modules = {p.relative_to(REPO).as_posix() for d in ("", "pipeline/", "trainer/", "serving/", "deploy/")
                for p in (REPO / d).glob("*.py") if p.name not in ("__init__.py", "setup.py")}
     assert named == modules, ("missing: %s; gone: %s" % (sorted(modules - named), sorted(named - modules)))
+
+
+def test_the_trainer_docs_module_table_names_every_trainer_module():
+    """docs/trainer.md's module table names each module of ``trainer/``, and only those."""
+    table = (REPO / "docs" / "trainer.md").read_text().split("| Module |", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(trainer/\w+\.py)`", table))
+    modules = {"trainer/" + p.name for p in (REPO / "trainer").glob("*.py") if p.name != "__init__.py"}
+    assert named == modules, ("missing: %s; gone: %s" % (sorted(modules - named), sorted(named - modules)))
