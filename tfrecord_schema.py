@@ -52,6 +52,8 @@ RAW_STROKE_END = "stroke_end"  # float list: 1.0 on the last point of a stroke
 TRANSFORMED_INK = INK
 TRANSFORMED_LENGTH = "length"
 LENGTH_BOUNDARIES = "length_boundaries"
+# The transform graph's vocabulary of class names, with their counts.
+CLASS_VOCABULARY = "class_vocabulary"
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:

@@ -3,7 +3,7 @@ pipeline validates them (plain or gzipped, simplified or raw format), and
 TFRecords, whose ``ink`` deltas are turned back into strokes. The mosaic
 (``quickdraw-render``) and the drawing page's held-out examples read them.
 
-Only regular files are read (``pipeline.local_files``); a damaged file counts
+Only regular files are read (``local_files``); a damaged file counts
 as ``damaged_file`` and is named on stderr. TensorFlow is imported only to
 read TFRecords, so reading ndjson works without it.
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import command_line
+import local_files
 import tfrecord_schema as schema
 from ndjson_format import NDJSON_SUFFIXES, Limits, Reject, check_line, file_class
-from pipeline import local_files
 
 Stroke = tuple[np.ndarray, np.ndarray]
 

@@ -12,8 +12,9 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from apache_beam.runners import create_runner
 
 import command_line
+import local_files
 import tfrecord_schema as schema
-from pipeline import local_files, sources
+from pipeline import sources
 
 DESCRIPTION = """\
 Reads Quick, Draw! ndjson drawings and writes sharded TFRecords in the RNN

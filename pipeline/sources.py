@@ -15,7 +15,7 @@ Damage ends the reading of a file and is reported, never raised: a gzip stream
 cut short (an interrupted download), corrupt compressed data, a file that
 cannot be opened or read, a directory where a file was expected, anything
 else that is not a regular file (a FIFO, a device such as /dev/zero: found
-before it is opened, ``pipeline.local_files``). The complete lines read before
+before it is opened, ``local_files``). The complete lines read before
 the damage are used like any other; the partial line at the cut, and
 everything after it, are not read.
 """
@@ -26,7 +26,7 @@ from typing import Iterator, NamedTuple
 
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
-from pipeline import local_files
+import local_files
 
 CHUNK_BYTES = 1 << 20
 MAX_UNIT_BYTES = 16 << 20

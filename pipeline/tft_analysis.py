@@ -17,9 +17,8 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 import tfrecord_schema as schema
 from pipeline.atomic_files import write_atomically
 
-CLASS_VOCABULARY = "class_vocabulary"
 NUM_LENGTH_BUCKETS = 16
-_VOCABULARY_FILE = "assets/" + CLASS_VOCABULARY
+_VOCABULARY_FILE = "assets/" + schema.CLASS_VOCABULARY
 METADATA_TEMP = "metadata"  # under the analysis's temp folder
 
 _ARROW_SCHEMA = pa.schema([
@@ -66,7 +65,7 @@ def preprocessing_fn(inputs: dict) -> dict:
     batch = tf.shape(length, out_type=tf.int64)[0]
 
     word = inputs[schema.WORD]
-    tft.vocabulary(word, vocab_filename=CLASS_VOCABULARY, store_frequency=True)
+    tft.vocabulary(word, vocab_filename=schema.CLASS_VOCABULARY, store_frequency=True)
     boundaries = tft.quantiles(tf.cast(length, tf.float32), NUM_LENGTH_BUCKETS, epsilon=0.001)
     return {
         schema.TRANSFORMED_INK: ink.merge_dims(1, 2).to_sparse(),

@@ -106,3 +106,16 @@ def test_the_trainer_docs_module_table_names_every_trainer_module():
     named = set(re.findall(r"`(trainer/\w+\.py)`", table))
     modules = {"trainer/" + p.name for p in (REPO / "trainer").glob("*.py") if p.name != "__init__.py"}
     assert named == modules, ("missing: %s; gone: %s" % (sorted(modules - named), sorted(named - modules)))
+
+
+def test_the_trainer_imports_nothing_of_the_pipeline():
+    """docs/trainer.md: the trainer does not import ``pipeline/``; the two share
+    the on-disk format and the readers' checks through top-level modules."""
+    import ast
+    found = []
+    for path in sorted((REPO / "trainer").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += ["%s: %s" % (path.name, n) for n in names if n.split(".")[0] == "pipeline"]
+    assert found == []

@@ -207,3 +207,28 @@ def test_tampered_pipeline_dataset_is_refused_in_one_line(tmp_path):
     with pytest.raises(TrainerError, match=r"^dataset refused: .*\b%d\b.*manifest\.json.*\b%d\b"
                                            % (len(blob) + 1, len(blob))):
         task.main(flags(paths, tmp_path / "m") + ["--no_dataset_checksums"])
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a FIFO"),                                      # TensorFlow's reader would wait forever
+    (lambda p: os.symlink("/dev/zero", p), "a character device"),  # and never finish this one
+    (os.mkdir, "a directory"),
+    (lambda p: os.symlink("/nowhere/at/all", p), "No such file or directory")])
+def test_a_shard_that_is_not_a_regular_file_is_refused_before_any_read(tmp_path, make, kind):
+    paths = write_tutorial_dataset(tmp_path, CLASSES, train_per_class=2, eval_per_class=1)
+    odd = tmp_path / schema.shard_name(schema.TRAIN, 7, 9)
+    make(str(odd))
+    with pytest.raises(TrainerError) as raised:
+        list_files(paths["training_data"])
+    assert str(odd) in str(raised.value) and kind in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_fifo_among_the_shards_is_one_line_not_a_hang(tmp_path):
+    paths = write_tutorial_dataset(tmp_path / "data", CLASSES, train_per_class=2, eval_per_class=1)
+    fifo = tmp_path / "data" / schema.shard_name(schema.TRAIN, 7, 9)
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "trainer.task", *flags(paths, tmp_path / "m")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: %s is a FIFO, not a regular file" % fifo]

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import dataset_manifest
+import local_files
 import tfrecord_schema as schema
 from trainer.augment import AugmentConfig, augment_ink
 from trainer.errors import TrainerError
@@ -33,7 +34,9 @@ DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
 
 def list_files(pattern: str) -> list[str]:
-    """The files matching a glob on any TensorFlow filesystem (local, gs://)."""
+    """The files matching a glob on any TensorFlow filesystem (local, gs://).
+    A local match that is not a regular file is refused: TensorFlow's reader
+    would wait forever on a FIFO and never finish a device."""
     files: list[str] = []
     for part in pattern.split(","):
         try:
@@ -42,6 +45,14 @@ def list_files(pattern: str) -> list[str]:
             raise TrainerError("cannot list %r: %s" % (part, e.message)) from e
     if not files:
         raise TrainerError("no file matches %r" % pattern)
+    for path in files:
+        if "://" not in path:
+            try:
+                local_files.check_regular(path)
+            except local_files.NotARegularFile as e:
+                raise TrainerError(str(e)) from None
+            except OSError as e:  # a link to nothing
+                raise TrainerError("cannot read %s: %s" % (path, e.strerror)) from None
     return sorted(files)
 
 

@@ -48,11 +48,10 @@ def dataset_transform_output(classes_file: str) -> str | None:
 def transform_layer(transform_output: str, classes: list[str]):
     """The pipeline's tf.Transform graph as a layer, checked against the classes."""
     import tensorflow_transform as tft
-    from pipeline.tft_analysis import CLASS_VOCABULARY
 
     output = tft.TFTransformOutput(transform_output)
     words = [line.split(b" ", 1)[-1].decode("utf-8")
-             for line in output.vocabulary_by_name(CLASS_VOCABULARY)]
+             for line in output.vocabulary_by_name(schema.CLASS_VOCABULARY)]
     if sorted(words) != sorted(classes):
         raise TrainerError("%s was made from another dataset: its %d classes differ from the "
                            "%d of the classes file" % (transform_output, len(words), len(classes)))

@@ -22,8 +22,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 import command_line
+import local_files
 from ndjson_format import REASONS, Limits, Reject, check_strokes, load_line
-from pipeline import local_files
 from trainer.errors import TrainerError
 
 BATCH = 64
