@@ -74,7 +74,7 @@ def test_ece_of_15_bins_and_each_half_scored_at_the_temperature_fitted_on_the_ot
 
 
 def test_records_parsed_256_at_a_time_and_the_tail_in_25_percent_steps():
-    """docs/trainer.md:364-368: parsed 256 records at a time; the tail above
+    """docs/trainer.md:367-372: parsed 256 records at a time; the tail above
     the last quantile split further in 25% steps up to the longest drawing;
     without the statistics, boundaries from 12 to 100 points."""
     from trainer import data
@@ -86,7 +86,7 @@ def test_records_parsed_256_at_a_time_and_the_tail_in_25_percent_steps():
 
 
 def test_the_last_bucket_is_sized_for_drawings_25_percent_past_its_lower_boundary():
-    """docs/trainer.md:373-380: each bucket's batch size is the budget divided
+    """docs/trainer.md:374-381: each bucket's batch size is the budget divided
     by its longest length, the last, open-ended one sized for drawings up to
     25% beyond its lower boundary, capped by --batch_size."""
     from trainer import data
@@ -104,7 +104,7 @@ def _records(path, labels):
 
 
 def test_the_first_64_records_of_every_file_are_checked_before_step_0(tmp_path):
-    """docs/trainer.md:385-386: the first 64 records of every training and
+    """docs/trainer.md:392-397: the first 64 records of every training and
     eval file are read and checked (a later bad record is left to the input
     pipeline's checks)."""
     from trainer import data
@@ -121,13 +121,13 @@ def test_the_first_64_records_of_every_file_are_checked_before_step_0(tmp_path):
 
 
 def test_a_float16_overflow_that_persists_for_64_batches_stops_the_run():
-    """docs/trainer.md:417-418: unless it persists for 64 batches."""
+    """docs/trainer.md:452-453: unless it persists for 64 batches."""
     from trainer import train
     assert train.MAX_SKIPPED_STEPS == 64
 
 
 def test_the_demo_trains_the_cnn_recipe_for_500_steps():
-    """docs/trainer.md:357-359: `--model=cnn --augment --label_smoothing=0.1
+    """docs/trainer.md:358-361: `--model=cnn --augment --label_smoothing=0.1
     --no_bucketing --batch_size=64 --learning_rate=0.003`, 500 steps."""
     script = (REPO / "scripts" / "demo.sh").read_text()
     command = script.split("-m trainer.task", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split()
@@ -168,7 +168,7 @@ def _constants(script: str) -> dict[str, object]:
 
 
 def test_bench_trainer_settings():
-    """docs/trainer.md:489-491 and docs/benchmarks.md:437-444: `--batch_tokens`
+    """docs/trainer.md:497-500 and docs/benchmarks.md:437-444: `--batch_tokens`
     default 2816 = 64 x 44, at most `--max_batch` 256 drawings; 60 timed
     steps after 15 warm-up steps."""
     d = _defaults("bench_trainer.py")
@@ -177,7 +177,7 @@ def test_bench_trainer_settings():
 
 
 def test_bench_model_settings():
-    """docs/trainer.md:346-349 and docs/benchmarks.md:486-508: 20 drawings a
+    """docs/trainer.md:346-350 and docs/benchmarks.md:486-508: 20 drawings a
     class to train on, 5 held out; batches of 32 (the CNN: 64); 120 CPU
     seconds a recipe on 344 classes, 25 on 20; the tutorial recipe
     `--num_layers=1 --num_nodes=64 --learning_rate=0.003`."""
