@@ -23,6 +23,7 @@ import os
 import subprocess
 
 import command_line
+import local_files
 import tfrecord_schema as schema
 from tfrecord_schema import MANIFEST_FILE
 
@@ -89,8 +90,7 @@ def crc32c(path: str) -> str:
         return base64.b64decode(_fs().checksum(path)).hex()
     import google_crc32c
     checksum = google_crc32c.Checksum()
-    with _fs().open(path, mime_type="application/octet-stream",
-                    compression_type="uncompressed") as f:
+    with _open(path) as f:
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:
@@ -182,10 +182,18 @@ def _read_raw(folder: str) -> bytes | None:
     if not fs.exists(path):
         return None
     try:
-        with fs.open(path, compression_type="uncompressed") as f:
+        with _open(path) as f:
             return f.read()
-    except OSError as e:  # a folder of that name, no permission
+    except OSError as e:  # a folder of that name, a FIFO, no permission
         raise ManifestError(folder, "%s cannot be read: %s" % (MANIFEST_FILE, e.strerror or e)) from None
+
+
+def _open(path: str):
+    """A dataset's file opened for reading; a local one only if it is a regular
+    file (a FIFO would block the reader, a device never end)."""
+    if "://" not in path:
+        return local_files.open_regular(path)
+    return _fs().open(path, compression_type="uncompressed")
 
 
 def read_manifest(folder: str, raw: bytes | None = None) -> dict | None:
@@ -248,7 +256,10 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
                 rel, files[rel], MANIFEST_FILE, entry.get("size")))
     if checksums:
         for rel, entry in sorted(listed.items()):
-            actual = crc32c(_path(folder, rel))
+            try:
+                actual = crc32c(_path(folder, rel))
+            except OSError as e:
+                raise ManifestError(folder, "%s cannot be read: %s" % (rel, e.strerror or e)) from None
             if actual != entry.get("crc32c"):
                 raise ManifestError(folder, "%s has CRC-32C %s, %s says %s" % (
                     rel, actual, MANIFEST_FILE, entry.get("crc32c")))
