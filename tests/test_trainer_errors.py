@@ -232,3 +232,18 @@ def test_a_fifo_among_the_shards_is_one_line_not_a_hang(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: %s is a FIFO, not a regular file" % fifo]
+
+
+@pytest.mark.parametrize("which", ["classes_file", schema.LENGTH_STATS_FILE])
+def test_a_classes_or_stats_file_that_is_a_fifo_is_one_error_not_a_hang(tmp_path, which):
+    paths = write_tutorial_dataset(tmp_path, CLASSES, train_per_class=2, eval_per_class=1)
+    from trainer.data import read_classes
+    if which == "classes_file":
+        os.unlink(paths["classes_file"])
+        os.mkfifo(paths["classes_file"])
+        with pytest.raises(TrainerError, match="a FIFO"):
+            read_classes(paths["classes_file"])
+    else:
+        os.mkfifo(tmp_path / which)
+        with pytest.raises(TrainerError, match="a FIFO"):
+            length_boundaries(paths["training_data"])

@@ -56,13 +56,23 @@ def list_files(pattern: str) -> list[str]:
     return sorted(files)
 
 
+def read_small_file(path: str) -> bytes:
+    """The bytes of a small input file on any TensorFlow filesystem; a local
+    one only if it is a regular file (a FIFO would block the read)."""
+    if "://" not in path:
+        local_files.check_regular(path)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
 def read_classes(path: str) -> list[str]:
     """Class names, one a line; the line number is the class index."""
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return schema.parse_classes(f.read())
+        return schema.parse_classes(read_small_file(path))
     except tf.errors.OpError as e:
         raise TrainerError("cannot read classes file %r: %s" % (path, e.message)) from e
+    except OSError as e:
+        raise TrainerError("cannot read classes file %r: %s" % (path, e.strerror or e)) from e
     except (ValueError, UnicodeDecodeError) as e:
         raise TrainerError("classes file %r: %s" % (path, e)) from e
 
@@ -84,11 +94,10 @@ def length_boundaries(training_pattern: str, stats_path: str | None = None) -> l
             return extend_tail(DEFAULT_BOUNDARIES, max_length)
         stats_path = candidate
     try:
-        with tf.io.gfile.GFile(stats_path) as f:
-            stats = json.load(f)
+        stats = json.loads(read_small_file(stats_path))
         boundaries = [int(b) for b in stats["boundaries"]]
         max_length = int(stats.get("max", max_length))
-    except (tf.errors.OpError, ValueError, KeyError, TypeError) as e:
+    except (tf.errors.OpError, OSError, ValueError, KeyError, TypeError) as e:
         raise TrainerError("cannot read length boundaries from %r: %s" % (stats_path, e)) from e
     return extend_tail(boundaries or DEFAULT_BOUNDARIES, max_length)
 
