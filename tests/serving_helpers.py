@@ -150,17 +150,24 @@ class PointCountModel:
     preprocessing = "test"
     signature_defs: dict = {}
 
+    def __init__(self, seconds: float = 0):
+        self.seconds = seconds  # how long each call takes
+
     def probabilities(self, drawings):
+        time.sleep(self.seconds)
         return np.stack([np.eye(len(CLASSES), dtype=np.float32)[len(d) % len(CLASSES)]
                          for d in drawings])
 
 
 def serve_point_count_model(argv: list[str]) -> None:
-    """quickdraw-serve's flags and serving path, with ``PointCountModel``."""
+    """quickdraw-serve's flags and serving path, with ``PointCountModel``
+    (``--model_seconds=S``: each call of the model takes S seconds)."""
     from serving import connection_guard, server
-    args = server.build_parser().parse_args(["--model=none", *argv])
+    timed = [a for a in argv if a.startswith("--model_seconds=")]
+    seconds = float(timed[-1].split("=", 1)[1]) if timed else 0.0
+    args = server.build_parser().parse_args(["--model=none", *(a for a in argv if a not in timed)])
     server.serve(args, server.settings_from(args), connection_guard.limits_from(args),
-                 PointCountModel())
+                 PointCountModel(seconds))
 
 
 PREDICT_HEAD = b"POST /v1/models/quickdraw:predict HTTP/1.1\r\nHost: x\r\n"

@@ -285,3 +285,25 @@ def test_between_requests_the_keep_alive_timeout_applies_not_the_head_deadline(s
         assert 5 - 0.5 < time.monotonic() - start < 5 + 1.5
     finally:
         connection.close()
+
+
+def test_sigterm_finishes_the_requests_in_flight_then_ends():
+    """Kubernetes stops a pod with SIGTERM: a request the model is working on
+    still gets its answer, and the server then ends, by the signal it got
+    (uvicorn raises it again once it has shut down gracefully)."""
+    import signal
+    import threading
+
+    process = ServerProcess("--model_seconds=2", module="serving_helpers", timeout=60)
+    answers = []
+    try:
+        asking = threading.Thread(target=lambda: answers.append(exchange(process.port, predict_request())))
+        asking.start()
+        time.sleep(0.7)  # the request is in the model
+        process.process.send_signal(signal.SIGTERM)
+        asking.join(30)
+        assert process.process.wait(30) == -signal.SIGTERM
+    finally:
+        process.stop()
+    [(status, body)] = answers
+    assert status == 200 and len(body["predictions"]) == 1
