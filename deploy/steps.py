@@ -50,7 +50,9 @@ def run_pipeline(registry: Registry, version: str,
 
     flags = split_flags(args.pipeline_flags, PIPELINE_OWNED_FLAGS, "pipeline")
     output = registry.dataset_dir(version)
-    stats = run_beam_pipeline(flags + ["--output=%s" % output])
+    # This process holds the version's pipeline step (``_start_step``): a lock
+    # in its folder is an earlier attempt's, dead even if on another machine.
+    stats = run_beam_pipeline(flags + ["--output=%s" % output], take_over_lock=True)
     check_dataset(registry, version)
     return {"dataset": output, "flags": flags, "stats": stats}
 

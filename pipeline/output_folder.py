@@ -169,7 +169,10 @@ class OutputLock:
                       "token": uuid.uuid4().hex}
         self._data = json.dumps(self.owner, sort_keys=True).encode("utf-8")
 
-    def acquire(self) -> None:
+    def acquire(self, take_over: bool = False) -> None:
+        """Takes the lock; a lock held by a run that is gone (on this host) is
+        taken over, and with ``take_over`` any lock: the caller knows that the
+        run which left it is an earlier attempt of its own, now dead."""
         import atomic_storage
         try:
             if atomic_storage.create_exclusive(self.path, self._data):
@@ -184,10 +187,11 @@ class OutputLock:
                 raise
             raise OutputError("cannot create the lock %s: %s" % (self.path, _one_line(e))) from None
         owner = _parse(found[0]) if found else {}
-        if found and owner_is_gone(owner) and atomic_storage.compare_and_swap(
+        if found and (take_over or owner_is_gone(owner)) and atomic_storage.compare_and_swap(
                 self.path, found[1], self._data):
-            logging.warning("Took over %s from a run that is gone (host %s, pid %s, started %s)",
-                            self.path, owner.get("host"), owner.get("pid"), _when(owner))
+            logging.warning("Took over %s from %s (host %s, pid %s, started %s)", self.path,
+                            "an earlier attempt" if take_over else "a run that is gone",
+                            owner.get("host"), owner.get("pid"), _when(owner))
             return
         raise OutputError(
             "another run is writing into this folder (host %s, pid %s, started %s); if it is gone, "

@@ -125,9 +125,11 @@ def _finish(output: str, quota: split_lib.Quota, classes, skipped: int) -> dict:
     return stats
 
 
-def run(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
     """Runs the pipeline to completion and returns the contents of stats.json
-    ({} where the runner goes on without waiting, e.g. a template launch)."""
+    ({} where the runner goes on without waiting, e.g. a template launch).
+    ``take_over_lock``: the output's lock, if any, was left by an earlier
+    attempt of the caller's own task, now dead (see ``OutputLock.acquire``)."""
     options = PipelineOptions(check_argv(list(argv or [])))
     opts = options.view_as(QuickDrawOptions)
     default_counts(opts)
@@ -155,7 +157,7 @@ def run(argv: list[str] | None = None) -> dict:
             output_folder.check_writable(temp_location, "--temp_location", create=not dry_run)
         lock = None if dry_run else output_folder.OutputLock(output)
         if lock:
-            lock.acquire()
+            lock.acquire(take_over=take_over_lock)
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
     temp_dir = tempfile.mkdtemp(prefix="quickdraw-dry-run-") if dry_run else FileSystems.join(

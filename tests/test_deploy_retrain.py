@@ -149,3 +149,33 @@ def test_run_killed_in_the_middle_leaves_current(first_run, tmp_path):
     assert code == retrain.EXIT_FAILED
     assert registry.current_version() == "v1"
     assert json.loads(before)["version"] == "v1"
+
+
+def test_a_pipeline_step_retried_on_another_machine_takes_over_its_lock(first_run, capsys):
+    """A pod evicted while its pipeline ran leaves the step recorded as
+    running and the dataset folder locked by a host that cannot be asked. A
+    scheduler's retry of that version, anywhere, takes over both, as it does
+    the step (one task per version at a time), and says so."""
+    import dataset_manifest
+    from deploy import registry_records
+
+    root, _ = first_run
+    registry = Registry(root)
+    version = "v9"
+    registry.new_version(version)
+    gone = dict(registry_records.owner(), host="evicted-pod", pid=4321)
+
+    def running_elsewhere(run):
+        run["steps"]["pipeline"] = {"status": "running", "started_at": registry_records.utc_now(),
+                                    "updated_at": registry_records.utc_now(), "pid": 4321, "owner": gone}
+    registry.update_run(version, running_elsewhere)
+    os.makedirs(registry.dataset_dir(version))
+    with open(os.path.join(registry.dataset_dir(version), dataset_manifest.LOCK_FILE), "w") as f:
+        json.dump({"host": "evicted-pod", "pid": 4321, "time": time.time() - 60, "token": "0" * 32}, f)
+    code = retrain.main(retrain_args(root, "--step=pipeline", "--version=" + version, steps=1))
+    err = capsys.readouterr().err
+    assert code == retrain.EXIT_OK, err[-2000:]
+    assert registry.read_run(version)["steps"]["pipeline"]["status"] == "done"
+    assert "evicted-pod" in err
+    assert dataset_manifest.verify(registry.dataset_dir(version))
+    assert not os.path.exists(os.path.join(registry.dataset_dir(version), dataset_manifest.LOCK_FILE))
