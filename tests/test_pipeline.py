@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 import tfrecord_schema as schema
@@ -97,7 +98,10 @@ def test_rejects_name_file_line_reason_and_text(mixed):
     for i, (line, reason) in enumerate(BAD_LINES):
         r = by_reason[reason]
         assert r["file"].endswith("broken.ndjson") and r["line"] == i + 1
-        assert r["text"] == line[:10_000] and r.get("truncated", False) == (len(line) > 10_000)
+        # Cut to at most 10,000 bytes as JSON writes it: a quote takes two.
+        assert line.startswith(r["text"]) and len(orjson.dumps(r["text"])) - 2 <= 10_000
+        assert r.get("truncated", False) == (r["text"] != line)
+        assert r["text"] == line or len(orjson.dumps(line[:len(r["text"]) + 1])) - 2 > 10_000
     # The blank line is counted, not written.
     stats = json.loads((output / "stats.json").read_text())
     assert stats["rejects_left_out"] == {str(input_dir / "broken.ndjson"): 1}
