@@ -13,12 +13,12 @@ the order of ``REASONS``; the first failing one names the reject.
 """
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 import numpy as np
 import orjson
 
+import lenient_json
 from dataset_categories import CATEGORIES
 
 
@@ -197,9 +197,12 @@ def _load(line: bytes, limits: Limits) -> dict | Reject:
     try:
         sample = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        sample = _lenient_json(line, str(e))
-        if type(sample) is Reject:
-            return sample
+        try:
+            sample = lenient_json.loads(line, str(e))
+        except UnicodeDecodeError:
+            return Reject(INVALID_UTF8)
+        except ValueError:
+            return Reject(INVALID_JSON)
     return sample if type(sample) is dict else Reject(NOT_AN_OBJECT)
 
 
@@ -210,52 +213,6 @@ def check_strokes(strokes: object, limits: Limits = Limits()) -> np.ndarray | Re
         return Reject(MISSING_DRAWING)
     points = _points(strokes, limits, False)
     return Reject(points) if type(points) is str else points
-
-
-# Nesting that Python's json reads whatever the caller's stack depth: it
-# recurses once a level against a limit of 1,000 frames, the caller's included.
-LENIENT_DEPTH = 512
-
-
-def _lenient_json(line: bytes, error: str):
-    """Reads what orjson refuses but Python's json reads (NaN, Infinity, numbers
-    that overflow a double, lone surrogates), so that such lines get a precise
-    reason later; a ``Reject`` for the rest. Only lines nested at most
-    LENIENT_DEPTH levels reach Python's recursive parser, so that a reader
-    deep in Beam's or a server's stack gives the same reason as any other."""
-    if "depth" in error or _nesting(line) > LENIENT_DEPTH:
-        return Reject(INVALID_JSON)
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return Reject(INVALID_UTF8)
-    try:
-        return json.loads(text, parse_int=_parse_int)
-    except (ValueError, RecursionError):
-        return Reject(INVALID_JSON)
-
-
-def _nesting(line: bytes) -> int:
-    """How many arrays and objects ``line`` opens at its deepest, brackets in
-    strings left out; linear in the line's length, whatever its quotes."""
-    codes = np.frombuffer(line, np.uint8)
-    index = np.arange(len(codes))
-    backslashes = index - np.maximum.accumulate(np.where(codes == 0x5C, -1, index))  # the run ending here
-    escaped = np.concatenate(([0], backslashes[:-1])) % 2 == 1
-    outside = np.cumsum((codes == 0x22) & ~escaped) % 2 == 0
-    steps = (np.isin(codes, (0x5B, 0x7B)) & outside).astype(np.int32) - (np.isin(codes, (0x5D, 0x7D)) & outside)
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _parse_int(digits: str) -> int | float:
-    """A JSON integer; past Python's limit on the digits ``int`` converts (4,300),
-    its float (infinite), so that a long integer is a number that overflows
-    (``non_finite_coordinate``, ``bad_key_id``) like a 400-digit one, not
-    ``invalid_json``. ``float`` reads any number of digits in linear time."""
-    try:
-        return int(digits)
-    except ValueError:
-        return float(digits)
 
 
 def _is_text(s: str) -> bool:

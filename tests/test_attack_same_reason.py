@@ -226,9 +226,9 @@ TRICKY_TEXT = st.text(st.sampled_from('[]{}"\\ a\u00e9\n'), max_size=8)
 def test_the_nesting_the_lenient_reader_is_given_is_the_lines_own(value, ascii_only):
     import json
 
-    from ndjson_format import _nesting
+    from lenient_json import nesting
     line = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
-    assert _nesting(line) == json_depth(value)
+    assert nesting(line) == json_depth(value)
 
 
 def test_a_line_of_escaped_quotes_is_judged_in_one_pass():
