@@ -2,7 +2,7 @@
 
 What a run's workers write into its folder (shards, spills and rejects
 streamed; classes, stats and the transform graph whole) goes to a temporary
-sibling renamed into place (``temp_path``, ``publish``). Its ``.tmp-`` names
+sibling renamed into place (``created``, or ``temp_path`` and ``publish``). Its ``.tmp-`` names
 are the ones a run sweeps from its folder before it starts and the manifest
 refuses to seal. The folder's lock and manifest, which writers race for, go
 through ``atomic_storage`` instead (exclusive create, compare-and-swap), whose
@@ -10,8 +10,10 @@ temporary names a sweep must not touch.
 """
 from __future__ import annotations
 
+import contextlib
 import struct
 import uuid
+from typing import Iterator
 
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
@@ -30,11 +32,19 @@ def publish(tmp: str, path: str) -> None:
     FileSystems.rename([tmp], [path])
 
 
-def write_atomically(path: str, data: bytes) -> None:
+@contextlib.contextmanager
+def created(path: str) -> Iterator:
+    """A file to write ``path`` through: a temporary sibling, renamed into
+    place when the block ends without an error (left for the sweep if not)."""
     tmp = temp_path(path)
     with FileSystems.create(tmp) as f:
-        f.write(data)
+        yield f
     publish(tmp, path)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    with created(path) as f:
+        f.write(data)
 
 
 def _masked_crc32c(data: bytes) -> bytes:

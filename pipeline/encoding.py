@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 import tfrecord_schema as schema
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
-from pipeline.atomic_files import publish, temp_path
+from pipeline.atomic_files import created
 from pipeline.example import drawing_example
 from pipeline.parse import normalize_many
 from pipeline.raster import rasterize
@@ -89,8 +89,7 @@ class _EncodeSpill(beam.DoFn):
         records.sort()
         path = FileSystems.join(self._work_dir, "run-%06d" % number)
         sections = []
-        tmp = temp_path(path)
-        with FileSystems.create(tmp) as f:
+        with created(path) as f:
             written = 0
             key, begin = None, 0
             for split_index, shard, order, record in records:
@@ -102,7 +101,6 @@ class _EncodeSpill(beam.DoFn):
                 f.write(frame)
                 written += len(frame)
             sections.append((key, begin, written))
-        publish(tmp, path)
         for (split_index, shard), begin, end in sections:
             yield (schema.SPLITS[split_index], shard), (path, begin, end)
 

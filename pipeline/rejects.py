@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
 import tfrecord_schema as schema
 from pipeline import stats as stats_lib
-from pipeline.atomic_files import publish, temp_path
+from pipeline.atomic_files import created, publish, temp_path
 
 # The tag of the outputs that name a part file (the read and encode steps').
 REJECT_PARTS = "reject_parts"
@@ -93,9 +93,8 @@ def _write_rejects(_, path: str, parts: list[str], before: dict) -> int:
     rejected while reading a file only its first REJECTS_PER_FILE are kept (a
     range writes at most that many, not knowing how many the file's earlier
     ranges wrote). Returns the number written."""
-    tmp = temp_path(path)
     n = 0
-    with FileSystems.create(tmp) as out:
+    with created(path) as out:
         for part in sorted(parts):
             with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 for raw in f:
@@ -105,7 +104,6 @@ def _write_rejects(_, path: str, parts: list[str], before: dict) -> int:
                         continue
                     out.write(orjson.dumps(dict({"file": file, "line": lines_before + local}, **record)) + b"\n")
                     n += 1
-    publish(tmp, path)
     return n
 
 

@@ -8,7 +8,7 @@ import struct
 
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
-from pipeline.atomic_files import publish, temp_path
+from pipeline.atomic_files import created
 
 FRAME = struct.Struct(">QI")  # shuffle order, record length
 
@@ -44,12 +44,10 @@ def merged(sections: list):
 
 
 def write_run(path: str, frames) -> tuple:
-    tmp = temp_path(path)
     size = 0
-    with FileSystems.create(tmp) as f:
+    with created(path) as f:
         for order, record in frames:
             frame = FRAME.pack(order, len(record)) + record
             f.write(frame)
             size += len(frame)
-    publish(tmp, path)
     return path, 0, size

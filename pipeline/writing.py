@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 import tfrecord_schema as schema
 from pipeline import split as split_lib
 from pipeline import stats as stats_lib
-from pipeline.atomic_files import publish, temp_path, tfrecord_frame, write_atomically
+from pipeline.atomic_files import created, tfrecord_frame, write_atomically
 from pipeline.run_files import merged, write_run
 
 # Sections merged at once: each open file holds a read buffer (16 MB on gs://).
@@ -47,13 +47,11 @@ class WriteShards(beam.PTransform):
             sections = sections[group:] + [write_run(path, merged(sections[:group]))]
             level += 1
         path = FileSystems.join(self._output, schema.shard_name(split, shard, self._shards))
-        tmp = temp_path(path)
         n = 0
-        with FileSystems.create(tmp) as f:
+        with created(path) as f:
             for _, record in merged(sections):
                 f.write(tfrecord_frame(record))
                 n += 1
-        publish(tmp, path)
         return split, path, n
 
 
