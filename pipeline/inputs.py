@@ -181,16 +181,20 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
     owner = []  # the pattern each expanded pattern comes from
     roots = []  # the folder each expanded pattern starts from
     for p in patterns:
-        is_glob = any(c in p for c in "*?[")
+        # A local path that exists is that path, whatever characters its names
+        # hold ("run [1]/", "a*b.ndjson"); anything else with * ? [ is a pattern.
+        literal = sources.is_local(p) and os.path.lexists(p)
+        is_glob = not literal and bool(_GLOB.search(p))
         if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
             base = p.rstrip("/")
-            expanded += [FileSystems.join(base, "*.ndjson"), FileSystems.join(base, "*.ndjson.gz")]
+            folder = _escape(base) if literal else base
+            expanded += [FileSystems.join(folder, "*.ndjson"), FileSystems.join(folder, "*.ndjson.gz")]
             owner += [p, p]
             roots += [base, base]
         else:
-            expanded.append(p)
+            expanded.append(_escape(p) if literal else p)
             owner.append(p)
-            roots.append(pattern_root(p))
+            roots.append(os.path.dirname(p) or "." if literal else pattern_root(p))
     try:
         found, skipped = match(expanded, roots, output)
     except Exception as e:  # an unreadable folder or a bucket that does not exist
@@ -218,6 +222,11 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
     return Matched(files, skipped)
+
+
+def _escape(path: str) -> str:
+    """``path`` as a pattern that matches only itself: each * ? [ in a class of its own."""
+    return _GLOB.sub(lambda m: "[%s]" % m.group(), path)
 
 
 def _only_outputs(skipped: list[str]) -> str:

@@ -122,3 +122,27 @@ def test_object_store_patterns_are_listed_by_beam_and_checked_for_run_outputs(mo
     (found,), skipped = inputs.match(["gs://b/in/**"], ["gs://b/in"], "gs://b/out")
     assert found == ["gs://b/in/cat.ndjson"]
     assert skipped == ["gs://b/in/run/dog.ndjson", "gs://b/in/run/manifest.json", "gs://b/in/run/stats.json"]
+
+
+@pytest.mark.parametrize("folder", ["run [1]", "a*b", "what?", "x[y"])
+def test_a_path_that_exists_is_read_whatever_its_names_hold(tmp_path, folder):
+    """A folder or file named with * ? [ (a copy named "run [1]") is that
+    folder or file; before, it was taken as a pattern and matched nothing."""
+    base = tmp_path / folder
+    base.mkdir()
+    for name in ("cat.ndjson", "apple.ndjson"):
+        (base / name).write_text('{"word": "cat"}\n')
+    assert inputs.match_inputs(str(base), None, str(tmp_path / "out")).files == sorted(
+        str(base / name) for name in ("apple.ndjson", "cat.ndjson"))
+    assert inputs.match_inputs(str(base / "cat.ndjson"), None, str(tmp_path / "out")).files == [
+        str(base / "cat.ndjson")]
+
+
+def test_a_pattern_is_still_a_pattern_where_no_such_path_exists(tmp_path):
+    for name in ("cat.ndjson", "cut.ndjson", "dog.ndjson"):
+        (tmp_path / name).write_text('{"word": "cat"}\n')
+    out = str(tmp_path / "out")
+    assert [Path(f).name for f in inputs.match_inputs(str(tmp_path / "c?t.ndjson"), None, out).files] == [
+        "cat.ndjson", "cut.ndjson"]
+    assert [Path(f).name for f in inputs.match_inputs(str(tmp_path / "[cd]*.ndjson"), None, out).files] == [
+        "cat.ndjson", "cut.ndjson", "dog.ndjson"]
