@@ -173,8 +173,9 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
     ``*.ndjson`` and ``*.ndjson.gz``. When every input file is a class file
     (``ndjson_format.file_class``), only the requested classes' files are
     read, and a requested class without a file is an error before the job starts."""
-    patterns = [p.strip() for p in (SAMPLE_DIR if pattern is None else pattern).split(",")
-                if p.strip()]
+    value = SAMPLE_DIR if pattern is None else pattern
+    whole = sources.is_local(value) and os.path.lexists(value)  # "drawings, 2017/" is one folder
+    patterns = [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
     if not patterns:  # an unset shell variable: the sample is read only when --input is absent
         raise PipelineError("--input=%r names no file, folder or glob" % pattern)
     expanded = []
@@ -192,7 +193,7 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
             owner += [p, p]
             roots += [base, base]
         else:
-            expanded.append(_escape(p) if literal else p)
+            expanded.append(_escape(p) if literal else _literal_folder(p))
             owner.append(p)
             roots.append(os.path.dirname(p) or "." if literal else pattern_root(p))
     try:
@@ -222,6 +223,15 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
     return Matched(files, skipped)
+
+
+def _literal_folder(pattern: str) -> str:
+    """A local pattern whose folder exists as named is a pattern within that
+    folder ("run [1]/*.ndjson"): the folder's part is escaped."""
+    folder, _, name = pattern.rpartition("/")
+    if folder and sources.is_local(pattern) and _GLOB.search(folder) and os.path.isdir(folder):
+        return _escape(folder) + "/" + name
+    return pattern
 
 
 def _escape(path: str) -> str:

@@ -146,3 +146,27 @@ def test_a_pattern_is_still_a_pattern_where_no_such_path_exists(tmp_path):
         "cat.ndjson", "cut.ndjson"]
     assert [Path(f).name for f in inputs.match_inputs(str(tmp_path / "[cd]*.ndjson"), None, out).files] == [
         "cat.ndjson", "cut.ndjson", "dog.ndjson"]
+
+
+def test_a_pattern_within_a_folder_named_with_wildcards(tmp_path):
+    base = tmp_path / "run [1]"
+    base.mkdir()
+    for name in ("cat.ndjson", "cut.ndjson", "dog.ndjson"):
+        (base / name).write_text('{"word": "cat"}\n')
+    out = str(tmp_path / "out")
+    assert [Path(f).name for f in inputs.match_inputs(str(base / "c?t.ndjson"), None, out).files] == [
+        "cat.ndjson", "cut.ndjson"]
+
+
+def test_a_folder_or_file_named_with_a_comma_is_one_input(tmp_path):
+    """--input takes a comma-separated list; a path that exists as written is
+    one input, and a list is split at every comma."""
+    base = tmp_path / "drawings, 2017"
+    base.mkdir()
+    for name in ("cat.ndjson", "dog.ndjson"):
+        (base / name).write_text('{"word": "cat"}\n')
+    out = str(tmp_path / "out")
+    assert len(inputs.match_inputs(str(base), None, out).files) == 2
+    assert inputs.match_inputs(str(base / "cat.ndjson"), None, out).files == [str(base / "cat.ndjson")]
+    with pytest.raises(run_lib.PipelineError, match="matches no file"):
+        inputs.match_inputs("%s,%s" % (base / "cat.ndjson", base / "dog.ndjson"), None, out)
