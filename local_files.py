@@ -1,4 +1,5 @@
-"""Local input files are read only when they are regular files.
+"""Local input files are read only when they are regular files, and a local
+path that exists names itself.
 
 A FIFO makes ``open`` wait for a writer, a device such as /dev/zero or
 /dev/urandom never ends, a socket cannot be opened: none of them is an input
@@ -6,10 +7,16 @@ file, whatever its name. Its status is read (links followed) before anything
 opens it, and again on the descriptor, opened without blocking, in case the
 path was replaced in between. No third-party import: the mosaic command uses
 this without Beam.
+
+Inputs are given as patterns (``*``, ``?``, ``[...]``), but a folder named
+"run [1]" is no pattern: where the folder part of a pattern exists as
+written, it is escaped (``literal_folder``), for Beam's and TensorFlow's
+matching alike.
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import BinaryIO, Iterator
 
@@ -66,3 +73,20 @@ def bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[bytes]:
         if len(line) == limit:
             while (rest := f.readline(1 << 16)) and not rest.endswith(b"\n"):
                 pass
+
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def escape_pattern(path: str) -> str:
+    """``path`` as a pattern that matches only itself: each * ? [ in a class of its own."""
+    return _WILDCARD.sub(lambda m: "[%s]" % m.group(), path)
+
+
+def literal_folder(pattern: str) -> str:
+    """A local pattern whose folder exists as written is a pattern within that
+    folder ("run [1]/*.ndjson"): the folder's part is escaped."""
+    folder, _, name = pattern.rpartition("/")
+    if folder and "://" not in pattern and _WILDCARD.search(folder) and os.path.isdir(folder):
+        return escape_pattern(folder) + "/" + name
+    return pattern

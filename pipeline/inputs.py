@@ -26,6 +26,7 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 import dataset_manifest
+import local_files
 from ndjson_format import file_class
 from pipeline import output_folder, sources
 from pipeline.options import PipelineError, quote, quote_names
@@ -188,12 +189,12 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
         is_glob = not literal and bool(_GLOB.search(p))
         if not is_glob and not p.endswith((".ndjson", ".gz", ".json")) and FileSystems.exists(p):
             base = p.rstrip("/")
-            folder = _escape(base) if literal else base
+            folder = local_files.escape_pattern(base) if literal else base
             expanded += [FileSystems.join(folder, "*.ndjson"), FileSystems.join(folder, "*.ndjson.gz")]
             owner += [p, p]
             roots += [base, base]
         else:
-            expanded.append(_escape(p) if literal else _literal_folder(p))
+            expanded.append(local_files.escape_pattern(p) if literal else local_files.literal_folder(p))
             owner.append(p)
             roots.append(os.path.dirname(p) or "." if literal else pattern_root(p))
     try:
@@ -223,20 +224,6 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
                                                   "; closest: " + ", ".join(close) if close else ""))
             files = [f for f in files if file_class(f) in classes]
     return Matched(files, skipped)
-
-
-def _literal_folder(pattern: str) -> str:
-    """A local pattern whose folder exists as named is a pattern within that
-    folder ("run [1]/*.ndjson"): the folder's part is escaped."""
-    folder, _, name = pattern.rpartition("/")
-    if folder and sources.is_local(pattern) and _GLOB.search(folder) and os.path.isdir(folder):
-        return _escape(folder) + "/" + name
-    return pattern
-
-
-def _escape(path: str) -> str:
-    """``path`` as a pattern that matches only itself: each * ? [ in a class of its own."""
-    return _GLOB.sub(lambda m: "[%s]" % m.group(), path)
 
 
 def _only_outputs(skipped: list[str]) -> str:

@@ -247,3 +247,10 @@ def test_a_classes_or_stats_file_that_is_a_fifo_is_one_error_not_a_hang(tmp_path
         os.mkfifo(tmp_path / which)
         with pytest.raises(TrainerError, match="a FIFO"):
             length_boundaries(paths["training_data"])
+
+
+@pytest.mark.parametrize("folder", ["run [1]", "data, 2017", "a*b?"])
+def test_a_dataset_in_a_folder_named_with_wildcards_or_a_comma_is_found(tmp_path, folder):
+    paths = write_tutorial_dataset(tmp_path / folder, CLASSES, train_per_class=2, eval_per_class=1)
+    assert [os.path.basename(f) for f in list_files(paths["training_data"])] == [
+        schema.shard_name(schema.TRAIN, i, 2) for i in range(2)]

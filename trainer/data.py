@@ -36,11 +36,14 @@ DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 def list_files(pattern: str) -> list[str]:
     """The files matching a glob on any TensorFlow filesystem (local, gs://).
     A local match that is not a regular file is refused: TensorFlow's reader
-    would wait forever on a FIFO and never finish a device."""
+    would wait forever on a FIFO and never finish a device. A local folder that
+    exists as written is that folder, whatever its name holds ("run [1]",
+    "data, 2017"): ``local_files.literal_folder``."""
     files: list[str] = []
-    for part in pattern.split(","):
+    whole = "://" not in pattern and os.path.isdir(os.path.dirname(pattern)) and "," in os.path.dirname(pattern)
+    for part in [pattern] if whole else pattern.split(","):
         try:
-            files.extend(tf.io.gfile.glob(part.strip()))
+            files.extend(tf.io.gfile.glob(local_files.literal_folder(part.strip())))
         except tf.errors.OpError as e:
             raise TrainerError("cannot list %r: %s" % (part, e.message)) from e
     if not files:
