@@ -74,13 +74,14 @@ def resolve_inputs(pattern: str) -> list[Path]:
         files = [] if dataset else [p for p in sorted(path.iterdir())
                                     if p.name.endswith(NDJSON_SUFFIXES)]
         if not files:
-            files = [Path(p) for split in schema.SPLITS for p in
-                     sorted(glob.glob(str(path / schema.shard_pattern(split))))]
+            files = [Path(p) for split in schema.SPLITS for p in sorted(glob.glob(
+                os.path.join(glob.escape(str(path)), schema.shard_pattern(split))))]
     else:
         # Everything matched but folders not named like input files: a FIFO,
-        # a device or a dangling link is reported when it is read.
-        files = [Path(p) for p in sorted(glob.glob(pattern))
-                 if not os.path.isdir(p) or p.endswith(NDJSON_SUFFIXES)]
+        # a device or a dangling link is reported when it is read. A path
+        # that exists is itself, whatever its name holds ("run [1].ndjson").
+        matched = [pattern] if os.path.lexists(pattern) else glob.glob(local_files.literal_folder(pattern))
+        files = [Path(p) for p in sorted(matched) if not os.path.isdir(p) or p.endswith(NDJSON_SUFFIXES)]
     return [f for f in files if f.name != schema.CLASSES_FILE]
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-import tfrecord_schema as schema
 import command_line
+import local_files
+import tfrecord_schema as schema
 from pipeline.drawing_readers import read_tfrecords
 
 HELD_OUT = (schema.EVAL, schema.TEST)
@@ -36,9 +37,9 @@ class ExamplesError(command_line.UserError):
 def example_files(location: str) -> list[str]:
     """A dataset folder's eval and test shards, or the TFRecords a pattern matches."""
     if os.path.isdir(location):
-        patterns = [os.path.join(location, schema.shard_pattern(s)) for s in HELD_OUT]
+        patterns = [os.path.join(glob.escape(location), schema.shard_pattern(s)) for s in HELD_OUT]
     else:
-        patterns = [location]
+        patterns = [glob.escape(location) if os.path.lexists(location) else local_files.literal_folder(location)]
     files = sorted(f for p in patterns for f in glob.glob(p) if os.path.isfile(f))
     if not files:
         raise ExamplesError("no eval or test TFRecords in %s" % location)

@@ -66,3 +66,27 @@ def test_a_gzip_that_expands_to_a_huge_line_is_read_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert len(found) == 1 and found[0].word == "cat" and rejects == {"too_many_bytes": 1}
     assert peak < 16 << 20, peak
+
+
+@pytest.mark.parametrize("folder", ["run [1]", "a*b?"])
+def test_inputs_in_a_folder_named_with_wildcards_are_found(tmp_path, folder):
+    """A folder or file that exists as written is itself, not a pattern."""
+    base = tmp_path / folder
+    base.mkdir()
+    for name in ("cat.ndjson", "apple.ndjson"):
+        (base / name).write_bytes((BUNDLED_SAMPLE / name).read_bytes())
+    expected = [base / "apple.ndjson", base / "cat.ndjson"]
+    assert drawing_readers.resolve_inputs(str(base)) == expected
+    assert drawing_readers.resolve_inputs(str(base / "cat.ndjson")) == [base / "cat.ndjson"]
+    assert drawing_readers.resolve_inputs(str(base / "*.ndjson")) == expected
+
+
+def test_held_out_examples_in_a_folder_named_with_wildcards_are_found(tmp_path):
+    from serving import examples
+    base = tmp_path / "run [1]"
+    base.mkdir()
+    shards = [base / "eval.tfrecord-00000-of-00001", base / "test.tfrecord-00000-of-00001"]
+    for shard in shards:
+        shard.write_bytes(b"")
+    assert examples.example_files(str(base)) == [str(s) for s in shards]
+    assert examples.example_files(str(shards[0])) == [str(shards[0])]
