@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import atomic_storage
+import local_files
 from atomic_outputs import write_atomically
 
 
@@ -55,10 +56,12 @@ def listdir(path: str) -> list[str]:
 
 
 def glob(pattern: str) -> list[str]:
+    """The paths a pattern matches; a local folder part that exists as written
+    is that folder (a registry in "models [1]/")."""
     if is_remote(pattern):
         return sorted(_gfile().glob(pattern))
     import glob as local_glob
-    return sorted(local_glob.glob(pattern))
+    return sorted(local_glob.glob(local_files.literal_folder(pattern)))
 
 
 def read_text(path: str) -> str:

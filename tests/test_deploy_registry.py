@@ -277,3 +277,11 @@ def test_retrain_names_a_damaged_fixed_eval_set_instead_of_a_key_error(tmp_path,
     assert code == retrain.EXIT_FAILED and "KeyError" not in err and "Traceback" not in err
     assert "retrain failed: %s is damaged: the record has no 'eval_data'; current model " \
         "unchanged" % registry.fixed_eval_path in err
+
+
+def test_a_registry_in_a_folder_named_with_wildcards_finds_its_files(tmp_path):
+    from deploy import registry_files
+    folder = tmp_path / "models [1]" / "datasets" / "v1"
+    folder.mkdir(parents=True)
+    (folder / "eval.tfrecord-00000-of-00001").write_bytes(b"")
+    assert registry_files.glob(str(folder / "eval.tfrecord-*")) == [str(folder / "eval.tfrecord-00000-of-00001")]
