@@ -162,6 +162,7 @@ def run(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
         raise PipelineError(str(e)) from None
     temp_dir = tempfile.mkdtemp(prefix="quickdraw-dry-run-") if dry_run else FileSystems.join(
         output, output_folder.TEMP_TRANSFORM)
+    runner = None
     try:
         if lock:
             dataset_manifest.invalidate(output)
@@ -173,7 +174,8 @@ def run(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
         console.set_progress(console.Progress(len(files)))
         fields = {"seed": opts.seed, "options": recorded_options(opts), "inputs": len(files),
                   "code_version": dataset_manifest.code_version()}
-        with beam.Pipeline(runner=launch_runner(options), options=options) as p:
+        runner = launch_runner(options)
+        with beam.Pipeline(runner=runner, options=options) as p:
             finished = build(p, opts, quota, files, classes, temp_dir)
             tuple(finished) | "SealDataset" >> SealDataset(output, classes, fields)
         if dry_run:
@@ -188,6 +190,15 @@ def run(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
         return stats
     except output_folder.OutputError as e:
         raise PipelineError(str(e)) from None
+    except BaseException as e:
+        # A local job that failed is over (its workers die with it): its
+        # temporary files go, which on a full disk is the space it took.
+        removed = lock and isinstance(runner, beam_internals.LocalRunner) and output_folder.remove_temporary(output)
+        full = output_folder.storage_full(e)
+        if full:
+            raise PipelineError("%s: %s while the job wrote there%s; free space or give another --output" % (
+                output, full, "; its temporary files are removed" if removed else "")) from None
+        raise
     finally:
         if lock:
             lock.release()
