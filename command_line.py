@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import re
 import sys
@@ -113,3 +114,32 @@ def run_command(body: Callable[[], int], noise: re.Pattern = NATIVE_INFO_NOISE,
             return body()
         except UserError as e:
             return report(e)
+        except Exception as e:  # a full disk is the machine's state, not a bug: one line
+            full = storage_full(e)
+            if full is None:
+                raise
+            return report("%s: %s; free space and run again" % (full, one_line(str(e), 300)))
+
+
+_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+
+def storage_full(error: BaseException) -> str | None:
+    """"No space left on device" (or the quota's message) when that is what
+    stopped a command: an OSError, the text of one in the error a Beam runner
+    raises for a worker's, TensorFlow's error for a write (its text ends in
+    the system's message), or what caused any of them."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _STORAGE_FULL:
+            return os.strerror(seen.errno)
+        text = str(seen)
+        found = _ERRNO.search(text)
+        if found and int(found.group(1)) in _STORAGE_FULL:
+            return os.strerror(int(found.group(1)))
+        for number in _STORAGE_FULL:
+            if os.strerror(number) in text:
+                return os.strerror(number)
+        seen = seen.__cause__ or seen.__context__
+    return None

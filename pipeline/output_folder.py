@@ -17,7 +17,6 @@ import fnmatch
 import json
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -141,27 +140,6 @@ def remove_temporary(folder: str) -> list[str]:
     except Exception:  # noqa: BLE001 - see above
         logging.debug("could not remove the temporary files of %s", folder, exc_info=True)
         return []
-
-
-_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def storage_full(error: BaseException) -> str | None:
-    """"No space left on device" (or the quota's message) when that is what
-    stopped a job: an OSError, or its text in the error a Beam runner raises
-    for a worker's (which keeps only the text), or in what caused either."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _STORAGE_FULL:
-            return os.strerror(seen.errno)
-        found = _ERRNO.search(str(seen))
-        if found and int(found.group(1)) in _STORAGE_FULL:
-            return os.strerror(int(found.group(1)))
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-_ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
 def _one_line(e: Exception) -> str:

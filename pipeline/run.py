@@ -194,7 +194,7 @@ def run(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
         # A local job that failed is over (its workers die with it): its
         # temporary files go, which on a full disk is the space it took.
         removed = lock and isinstance(runner, beam_internals.LocalRunner) and output_folder.remove_temporary(output)
-        full = output_folder.storage_full(e)
+        full = command_line.storage_full(e)
         if full:
             raise PipelineError("%s: %s while the job wrote there%s; free space or give another --output" % (
                 output, full, "; its temporary files are removed" if removed else "")) from None
