@@ -3,7 +3,7 @@
 Several processes (scheduled runs, a person re-running a step, the workers of
 one job) may write the same small record at once: a lock, a version's first
 record, the registry's ``current`` pointer. Plain writes let the last one win
-silently; these three calls let exactly one win and tell the others:
+silently; these calls let exactly one win and tell the others:
 
 - ``create_exclusive(path, data)``: creates ``path`` with ``data`` unless it
   exists. Local: the bytes go to a temporary file that is hard-linked to
@@ -13,6 +13,8 @@ silently; these three calls let exactly one win and tell the others:
   (local: inode, modification time, size and a digest; gs://: the generation).
 - ``replace(path, data)``: replaces ``path`` whatever it holds, atomically
   for readers, for records that only one writer changes.
+- ``delete_if_unchanged(path, token)``: deletes ``path`` only if it is still
+  that version (the same folder lock; gs://: ``if_generation_match``).
 - ``compare_and_swap(path, token, data)``: replaces ``path`` only if it is
   still the version ``token`` names (``token=None``: only if it is absent).
   Local: under an exclusive ``flock`` on the folder, re-read, compare, write a
@@ -138,6 +140,28 @@ def compare_and_swap(path: str, token: object, data: bytes) -> bool:
         raise TypeError("a local token comes from read_versioned, got %r"
                         % (token,))
     return _local_compare_and_swap(path, token, data)
+
+
+def delete_if_unchanged(path: str, token: object) -> bool:
+    """Deletes ``path`` only if it is still the version ``token`` names (from
+    ``read_versioned``); True if deleted, False if changed or gone."""
+    if _on_gs(path):
+        from google.api_core import exceptions
+        try:
+            _gs_blob(path).delete(if_generation_match=token)
+        except (exceptions.NotFound, exceptions.PreconditionFailed):
+            return False
+        return True
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return False
+    with _FolderLock(directory):
+        now = _local_read(path)
+        if now is None or now[1] != token:
+            return False
+        os.unlink(path)
+    _fsync_dir(directory)
+    return True
 
 
 def exists(path: str) -> bool:

@@ -36,7 +36,8 @@ setuptools.setup(
                                                "deploy", "deploy.*"]) + ["serving.static"],
     package_data={"serving.static": ["*"]},  # the drawing page, a folder of data
     py_modules=["tfrecord_schema", "dataset_manifest", "ndjson_format", "dataset_categories",
-                "atomic_storage", "atomic_outputs", "local_files", "lenient_json", "native_logs", "command_line"],
+                "atomic_storage", "atomic_outputs", "folder_lock", "local_files", "lenient_json",
+                "native_logs", "command_line"],
     include_package_data=True,
     install_requires=requirements(),
     entry_points={

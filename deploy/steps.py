@@ -107,7 +107,8 @@ def run_train(registry: Registry, version: str,
     if is_chief():
         registry.record_step(version, "train", warm_start_from=warm_from,
                              warm_start_reason=warm_reason)
-    metrics = train_main(argv)
+    # As for the pipeline's lock: this process holds the version's train step.
+    metrics = train_main(argv, take_over_lock=True)
     if is_chief() and not registry_files.exists(registry.export_dir(version)):
         raise RetrainError("training finished but wrote no export at %s"
                            % registry.export_dir(version))
@@ -239,7 +240,7 @@ def _alive_elsewhere(entry: dict[str, Any]) -> bool:
     this machine (the same pid started later is another process). On another
     machine it cannot be told, and counts as dead: a scheduler runs one task
     per version at a time, and its retry may run anywhere."""
-    from pipeline.output_folder import owner_is_gone
+    from folder_lock import owner_is_gone
     who = entry.get("owner") or {}
     if entry.get("status") != "running" or who.get("host") != \
             socket.gethostname() or who.get("pid") == os.getpid():

@@ -1,29 +1,27 @@
 """The output folder of a run: checked before the job, locked, cleared of an
 earlier run's files, and sealed by the manifest (see dataset_manifest.py).
 
-The lock is ``pipeline.lock`` in the folder, created exclusively (O_EXCL
-locally, ``if_generation_match=0`` on gs://) and holding the owner's host,
-process id, start time and a token. A second run into the folder refuses at
-start. A lock whose owner is a process of this host that is gone (killed) is
-taken over, with a log line, by compare-and-swap, so only one run can take it.
-The owner of a lock made on another host cannot be checked from here: such a
-lock (e.g. on gs:// from a launcher VM that died) stays until it is deleted, and
-the error says which file to delete.
+The lock is ``pipeline.lock`` in the folder (``folder_lock``), created
+exclusively and holding the owner's host, process id, start time and a token.
+A second run into the folder refuses at start. A lock whose owner is a
+process of this host that is gone (killed) is taken over, with a log line, by
+compare-and-swap, so only one run can take it. The owner of a lock made on
+another host cannot be checked from here: such a lock (e.g. on gs:// from a
+launcher VM that died) stays until it is deleted, and the error says which
+file to delete, unless a retry of the same task takes it over (retrain's).
 """
 from __future__ import annotations
 
 import errno
 import fnmatch
-import json
 import logging
 import os
-import socket
-import time
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
 import dataset_manifest
+import folder_lock
 import tfrecord_schema as schema
 
 # What a run writes into its folder, by top-level name. A run removes every
@@ -146,98 +144,14 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300]
 
 
-# The lock.
-
-def _start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), on Linux."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(l.split()[1]) for l in f if l.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def owner_is_gone(owner: dict) -> bool:
-    """True if the lock's owner ran on this host and that process is no longer
-    there (its pid is free, or now belongs to a process started after the lock)."""
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
-        return False
-    pid = owner["pid"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    started = _start_time(pid)
-    return started is not None and started > float(owner.get("time", 0)) + 1
-
-
-class OutputLock:
-    """Held by one run for the life of its job; ``release()`` deletes it."""
+class OutputLock(folder_lock.FolderLock):
+    """``pipeline.lock``: held by one run for the life of its job."""
 
     def __init__(self, folder: str):
-        self.path = FileSystems.join(folder.rstrip("/"), dataset_manifest.LOCK_FILE)
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                      "token": uuid.uuid4().hex}
-        self._data = json.dumps(self.owner, sort_keys=True).encode("utf-8")
+        super().__init__(folder, dataset_manifest.LOCK_FILE, "writing into")
 
     def acquire(self, take_over: bool = False) -> None:
-        """Takes the lock; a lock held by a run that is gone (on this host) is
-        taken over, and with ``take_over`` any lock: the caller knows that the
-        run which left it is an earlier attempt of its own, now dead."""
-        import atomic_storage
         try:
-            if atomic_storage.create_exclusive(self.path, self._data):
-                return
-            found = atomic_storage.read_versioned(self.path)
-            if found is None and atomic_storage.create_exclusive(self.path, self._data):
-                return
-        except OSError as e:
-            raise OutputError("cannot create the lock %s: %s" % (self.path, e.strerror or e)) from None
-        except Exception as e:  # gs://: no credentials, no such bucket, no access
-            if not is_gs(self.path):
-                raise
-            raise OutputError("cannot create the lock %s: %s" % (self.path, _one_line(e))) from None
-        owner = _parse(found[0]) if found else {}
-        if found and (take_over or owner_is_gone(owner)) and atomic_storage.compare_and_swap(
-                self.path, found[1], self._data):
-            logging.warning("Took over %s from %s (host %s, pid %s, started %s)", self.path,
-                            "an earlier attempt" if take_over else "a run that is gone",
-                            owner.get("host"), owner.get("pid"), _when(owner))
-            return
-        raise OutputError(
-            "another run is writing into this folder (host %s, pid %s, started %s); if it is gone, "
-            "delete %s" % (owner.get("host", "?"), owner.get("pid", "?"), _when(owner), self.path))
-
-    def release(self) -> None:
-        """Deletes the lock if it is still this run's."""
-        import atomic_storage
-        found = atomic_storage.read_versioned(self.path)
-        if found and _parse(found[0]).get("token") == self.owner["token"]:
-            FileSystems.delete([self.path])
-
-    def __enter__(self) -> "OutputLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _parse(data: bytes) -> dict:
-    try:
-        owner = json.loads(data)
-    except ValueError:
-        return {}
-    return owner if isinstance(owner, dict) else {}
-
-
-def _when(owner: dict) -> str:
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(owner["time"])))
-    except (KeyError, TypeError, ValueError):
-        return "?"
+            super().acquire(take_over)
+        except folder_lock.LockError as e:
+            raise OutputError(str(e)) from None

@@ -327,3 +327,17 @@ def whole_run_worker(index: int, root: str, accuracy: float) -> tuple[int, str]:
         return {"classes": CLASSES}
     steps.STEP_FUNCTIONS.update(pipeline=pipeline, train=train)
     return retrain_worker(index, ["--registry=" + root])
+
+
+def delete_worker(index: int, path: str, token: object) -> bool:
+    return atomic_storage.delete_if_unchanged(path, token)
+
+
+def lock_worker(index: int, folder: str) -> bool:
+    """Takes the folder's lock (and keeps it); True if this process got it."""
+    import folder_lock
+    try:
+        folder_lock.FolderLock(folder, "trainer.lock", "training into").acquire()
+        return True
+    except folder_lock.LockError:
+        return False

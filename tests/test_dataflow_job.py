@@ -33,8 +33,8 @@ CLASSES = ("cat", "dog", "fish")
 CLOUD_ENV = {"PROJECT": "quickdraw-test", "BUCKET": "gs://%s" % BUCKET, "REGION": "us-central1"}
 # The modules of this project: none may be loaded before the job's functions are.
 OURS = ("pipeline", "trainer", "deploy", "serving", "tfrecord_schema", "dataset_manifest",
-        "ndjson_format", "dataset_categories", "atomic_storage", "atomic_outputs", "local_files",
-        "lenient_json", "native_logs", "command_line")
+        "ndjson_format", "dataset_categories", "atomic_storage", "atomic_outputs", "folder_lock",
+        "local_files", "lenient_json", "native_logs", "command_line")
 
 
 def launch_commands(mode: str) -> list[str]:

@@ -206,3 +206,58 @@ def test_no_update_is_lost_gs(bucket):
     atomic_storage.replace(path, b"0")
     race(increment_worker, [(path, 10)], PROCESSES)
     assert atomic_storage.read_versioned(path)[0] == b"%d" % (PROCESSES * 10)
+
+
+def test_delete_if_unchanged_deletes_only_the_version_it_read(tmp_path):
+    path = str(tmp_path / "lock")
+    atomic_storage.create_exclusive(path, b"mine")
+    _, mine = atomic_storage.read_versioned(path)
+    atomic_storage.replace(path, b"another run's")
+    assert not atomic_storage.delete_if_unchanged(path, mine)
+    assert atomic_storage.read_versioned(path)[0] == b"another run's"
+    _, theirs = atomic_storage.read_versioned(path)
+    assert atomic_storage.delete_if_unchanged(path, theirs)
+    assert not os.path.exists(path)
+    assert not atomic_storage.delete_if_unchanged(path, theirs)
+
+
+def test_racing_conditional_deletes_one_winner_local(tmp_path):
+    from race_helpers import delete_worker
+    paths = [str(tmp_path / ("lock-%d" % i)) for i in range(TRIALS)]
+    trials = []
+    for path in paths:
+        atomic_storage.create_exclusive(path, b"held")
+        trials.append((path, atomic_storage.read_versioned(path)[1]))
+    for outcome in race(delete_worker, trials, PROCESSES):
+        assert sorted(outcome) == [False] * (PROCESSES - 1) + [True]
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_racing_folder_locks_one_holder(tmp_path):
+    """Processes behind a barrier take one folder's lock: one holds it."""
+    from race_helpers import lock_worker
+    folders = [str(tmp_path / ("run-%d" % i)) for i in range(TRIALS)]
+    for folder in folders:
+        os.makedirs(folder)
+    for outcome in race(lock_worker, [(f,) for f in folders], PROCESSES):
+        assert sorted(outcome) == [False] * (PROCESSES - 1) + [True]
+
+
+def test_gs_delete_if_unchanged(bucket, monkeypatch):
+    """GCS deletes only the generation named (``ifGenerationMatch``); the
+    emulator does not enforce that precondition on a delete (it does on an
+    upload), so the test checks that the request names the generation read."""
+    from google.cloud.storage import Blob
+    asked = []
+    delete = Blob.delete
+
+    def recorded(self, *args, **kwargs):
+        asked.append(kwargs.get("if_generation_match"))
+        return delete(self, *args, **kwargs)
+    monkeypatch.setattr(Blob, "delete", recorded)
+    path = bucket + "/two/lock"
+    atomic_storage.create_exclusive(path, b"mine")
+    _, token = atomic_storage.read_versioned(path)
+    assert atomic_storage.delete_if_unchanged(path, token)
+    assert asked == [token] and atomic_storage.read_versioned(path) is None
+    assert not atomic_storage.delete_if_unchanged(path, token)

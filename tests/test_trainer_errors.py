@@ -254,3 +254,35 @@ def test_a_dataset_in_a_folder_named_with_wildcards_or_a_comma_is_found(tmp_path
     paths = write_tutorial_dataset(tmp_path / folder, CLASSES, train_per_class=2, eval_per_class=1)
     assert [os.path.basename(f) for f in list_files(paths["training_data"])] == [
         schema.shard_name(schema.TRAIN, i, 2) for i in range(2)]
+
+
+def lock_of(owner: dict) -> bytes:
+    return json.dumps(dict({"time": 1.0, "token": "0" * 32}, **owner)).encode()
+
+
+def test_a_model_dir_another_run_trains_into_is_refused(paths, tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "trainer.lock").write_bytes(lock_of({"host": "elsewhere", "pid": 7}))
+    with pytest.raises(TrainerError) as refused:
+        task.main(flags(paths, model_dir))
+    assert "another run is training into" in str(refused.value) and "elsewhere" in str(refused.value)
+    assert str(model_dir / "trainer.lock") in str(refused.value)
+    assert not list(model_dir.glob("ckpt-*")), "nothing was trained"
+
+
+@pytest.mark.slow
+def test_the_lock_of_a_dead_run_is_taken_over_and_a_run_leaves_none(paths, tmp_path, caplog):
+    import socket
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "trainer.lock").write_bytes(lock_of({"host": socket.gethostname(), "pid": int(gone)}))
+    task.main(flags(paths, model_dir))
+    assert "a run that is gone" in caplog.text
+    assert not (model_dir / "trainer.lock").exists()
+    (model_dir / "trainer.lock").write_bytes(lock_of({"host": "evicted-pod", "pid": 7}))
+    task.main(flags(paths, model_dir) + ["--steps=3"], take_over_lock=True)  # retrain's retry
+    assert "an earlier attempt" in caplog.text
+    assert not (model_dir / "trainer.lock").exists()

@@ -184,16 +184,17 @@ def validate(args: argparse.Namespace) -> None:
         raise TrainerError("--eval_steps must be positive")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, take_over_lock: bool = False) -> dict:
     """Trains and evaluates; returns the final eval metrics.
 
     Raises ``TrainerError`` for bad input; run as a command, that becomes one
-    line on stderr and exit code 2.
+    line on stderr and exit code 2. ``take_over_lock``: the model folder's
+    lock, if any, was left by an earlier attempt of the caller's own task.
     """
     args = build_parser().parse_args(argv)
     validate(args)
     from trainer.train import train_and_evaluate  # TensorFlow loads here, once the flags are good
-    return train_and_evaluate(args)
+    return train_and_evaluate(args, take_over_lock)
 
 
 def run() -> None:

@@ -14,14 +14,17 @@ where the weights start (a resume, a warm start), ``trainer.checkpoints``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import time
+from typing import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+import folder_lock
 from trainer import data, summaries
 from trainer.augment import AugmentConfig
 from trainer.checkpoints import (CONFIG_FILE, make_checkpoint, read_saved_config,
@@ -36,6 +39,7 @@ from trainer.train_step import make_optimizer, make_train_loop
 # Loss scaling halves the scale at each overflow; this many skipped steps in a
 # row means the gradients are not finite at any scale.
 MAX_SKIPPED_STEPS = 64
+LOCK_FILE = "trainer.lock"  # in the model folder while a run trains into it
 
 
 def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
@@ -130,13 +134,39 @@ class Evaluator:
         return metrics, matrix
 
 
-def train_and_evaluate(args: argparse.Namespace) -> dict:
-    """Trains to ``args.steps``, evaluates, writes the report and export; returns metrics."""
+def train_and_evaluate(args: argparse.Namespace, take_over_lock: bool = False) -> dict:
+    """Trains to ``args.steps``, evaluates, writes the report and export;
+    returns metrics. The chief holds the model folder's lock throughout
+    (``take_over_lock``: see ``folder_lock.FolderLock.acquire``)."""
     distribution, strategy = make_strategy(args.distribution)
     is_chief, worker_index = task_identity(strategy)
     print("Training with distribution %s: %d replica(s) in sync%s"
           % (distribution, strategy.num_replicas_in_sync,
              "" if is_chief else ", worker %d" % worker_index), flush=True)
+    with model_dir_lock(args.model_dir, is_chief, take_over_lock):
+        return _train_and_evaluate(args, strategy, is_chief, worker_index)
+
+
+@contextlib.contextmanager
+def model_dir_lock(model_dir: str, is_chief: bool, take_over: bool) -> Iterator[None]:
+    """``trainer.lock`` in the model folder, held by the chief: two runs into
+    one folder would mix their checkpoints, report and export."""
+    if not is_chief:
+        yield
+        return
+    tf.io.gfile.makedirs(model_dir)
+    lock = folder_lock.FolderLock(model_dir, LOCK_FILE, "training into")
+    try:
+        lock.acquire(take_over)
+    except folder_lock.LockError as e:
+        raise TrainerError(str(e)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_and_evaluate(args: argparse.Namespace, strategy, is_chief: bool, worker_index: int) -> dict:
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     inputs = check_inputs(args, is_chief)
