@@ -167,8 +167,9 @@ def is_lock(rel: str) -> bool:
 
 
 def _is_temporary(rel: str) -> bool:
+    """A name a run writes under before renaming, or in a temporary folder."""
     name = rel.rsplit("/", 1)[-1]
-    return name.startswith(".tmp-") or rel.startswith((".tmp-transform/", "beam-temp-")) or \
+    return name.startswith(".tmp-") or rel.startswith((".tmp-", "beam-temp-")) or \
         "/beam-temp-" in "/" + rel
 
 
@@ -218,7 +219,9 @@ def verify(folder: str, checksums: bool = True) -> dict | None:
     dataset made by the tutorial's create_dataset.py). Raises ManifestError for
     anything else that is not a complete dataset."""
     _check_served(folder)
-    files = {rel: size for rel, size in list_files(folder).items() if not is_lock(rel)}
+    # A run's temporary names are never read; a retried attempt's late twin
+    # (a zombie on another worker) may still write one after the manifest.
+    files = {rel: size for rel, size in list_files(folder).items() if not is_lock(rel) and not _is_temporary(rel)}
     doc = read_manifest(folder)
     if doc is None:
         if not files:

@@ -31,12 +31,12 @@ def read_stats(output: str) -> dict:
 
 def seal(_, output: str, classes: list[str] | None, fields: dict, *finished) -> bool:
     """The job's last step, once every output is written: removes the
-    transform's temp folder and writes manifest.json, unless the dataset is not
+    temporary files left (the transform's folder, and what an attempt that
+    failed in the middle of a write left: its retry wrote the file again under
+    another temporary name) and writes manifest.json, unless the dataset is not
     the one asked for. Run by the job itself, so that a job whose launcher does
     not wait for it (a Flex Template launch) is sealed too."""
-    temp_dir = FileSystems.join(output, output_folder.TEMP_TRANSFORM)
-    if FileSystems.exists(temp_dir):
-        FileSystems.delete([temp_dir])
+    output_folder.remove_temporary(output)
     stats = read_stats(output)
     if dataset_problem(stats, classes):
         return False

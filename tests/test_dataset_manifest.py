@@ -121,6 +121,17 @@ def test_lock_file_is_not_part_of_the_dataset(dataset):
     assert dm.verify(str(dataset))
 
 
+def test_a_late_temporary_file_does_not_unmake_a_dataset(dataset):
+    """A retried attempt's twin (a zombie on another worker) may write under
+    a temporary name after the manifest: readers never read those names."""
+    (dataset / ".tmp-0123-training.tfrecord-00000-of-00001").write_bytes(b"partial")
+    (dataset / ".tmp-work").mkdir()
+    (dataset / ".tmp-work" / "run-000001").write_bytes(b"late")
+    assert dm.verify(str(dataset))
+    (dataset / "stray.txt").write_text("not ours")
+    _refused(dataset, "stray.txt")
+
+
 def test_temporary_leftovers_stop_the_manifest(dataset):
     (dataset / ".tmp-0123-stats.json").write_bytes(b"partial")
     with pytest.raises(dm.ManifestError, match="temporary"):

@@ -121,9 +121,21 @@ def test_bundles_that_fail_half_way_are_retried_into_the_same_dataset(
 
     monkeypatch.setattr(FileSystems, "rename", staticmethod(fail_once_after(FileSystems.rename)))
     monkeypatch.setattr(tf.io.gfile, "rename", fail_once_after(tf.io.gfile.rename))
+    # And once in the middle of a shard, before its rename: the attempt leaves
+    # its temporary file, which the retry's own does not replace.
+    from pipeline import writing
+    frame = writing.tfrecord_frame
+
+    def fail_once_mid_shard(record):
+        try:
+            os.close(os.open(markers / "mid-shard", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return frame(record)
+        raise RuntimeError("failing once in the middle of a shard")
+    monkeypatch.setattr(writing, "tfrecord_frame", fail_once_mid_shard)
     out = tmp_path / "out"
     argv = ["--input=%s" % bundled_sample, "--output=%s" % out, *FLAGS,
             "--runner=BundleBasedDirectRunner"]
     run_lib.run(argv)
-    assert {p.name for p in markers.iterdir()} >= {"spill-", "training.tfrecord-", "saved_model.pb"}
+    assert {p.name for p in markers.iterdir()} >= {"spill-", "training.tfrecord-", "saved_model.pb", "mid-shard"}
     assert_same_dataset(out, plain, sample_lines)
