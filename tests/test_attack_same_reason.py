@@ -233,7 +233,8 @@ def test_the_nesting_the_lenient_reader_is_given_is_the_lines_own(value, ascii_o
 
 def test_a_line_of_escaped_quotes_is_judged_in_one_pass():
     """The nesting is counted in one pass: finding strings by a regular
-    expression retried at every quote took minutes on this 1 MB line."""
+    expression retried at every quote grew with the square of the length
+    (3 s for 32 KB of escaped quotes; this line is 1 MB)."""
     import time
 
     from ndjson_format import check_line
