@@ -122,24 +122,33 @@ def run_command(body: Callable[[], int], noise: re.Pattern = NATIVE_INFO_NOISE,
 
 
 _STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
-_ERRNO = re.compile(r"\[Errno (\d+)\]")
+# How a Beam runner quotes a worker's OSError: "OSError: [Errno 28] No space ...".
+_QUOTED_OS_ERROR = re.compile(r"\b(?:OS|IO)Error: \[Errno (\d+)\]")
 
 
 def storage_full(error: BaseException) -> str | None:
     """"No space left on device" (or the quota's message) when that is what
-    stopped a command: an OSError, the text of one in the error a Beam runner
-    raises for a worker's, TensorFlow's error for a write (its text ends in
-    the system's message), or what caused any of them."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _STORAGE_FULL:
-            return os.strerror(seen.errno)
-        text = str(seen)
-        found = _ERRNO.search(text)
-        if found and int(found.group(1)) in _STORAGE_FULL:
-            return os.strerror(int(found.group(1)))
-        for number in _STORAGE_FULL:
-            if os.strerror(number) in text:
+    stopped a command: an OSError, one quoted in the error a Beam runner
+    raises for a worker's, TensorFlow's error for a write ("<path>; <the
+    system's message>"), or what caused any of them. An interrupt is never one."""
+    if not isinstance(error, Exception):
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _STORAGE_FULL:
+            return os.strerror(current.errno)
+        try:
+            text = str(current)
+        except Exception:  # noqa: BLE001 - an exception that cannot say itself says nothing here
+            text = ""
+        quoted = _QUOTED_OS_ERROR.search(text)
+        if quoted and int(quoted.group(1)) in _STORAGE_FULL:
+            return os.strerror(int(quoted.group(1)))
+        for number in _STORAGE_FULL:  # TensorFlow's "<path>; <message>", raised or quoted
+            if "; " + os.strerror(number) in text:
                 return os.strerror(number)
-        seen = seen.__cause__ or seen.__context__
+        current = current.__cause__ if current.__cause__ is not None else (
+            None if current.__suppress_context__ else current.__context__)
     return None

@@ -95,3 +95,45 @@ def test_every_command_says_a_full_disk_in_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: No space left on device: /m/ckpt-5_temp/part-0; No space left on device; "
                    "free space and run again"]
+
+
+def _raised(make):
+    try:
+        make()
+    except BaseException as e:  # noqa: BLE001 - the test looks at it
+        return e
+    raise AssertionError("nothing raised")
+
+
+def test_what_is_not_a_full_disk_is_left_to_its_traceback():
+    """A text that only mentions the words, a context the code suppressed
+    (raise ... from None), an interrupt, an exception that cannot say itself,
+    and a cycle of causes (which must not loop)."""
+    def cycle():
+        try:
+            open("/nonexistent/folder/file")
+        except OSError as first:
+            try:
+                raise RuntimeError("could not open the cache") from first
+            except RuntimeError:
+                raise first
+
+    def suppressed():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise TypeError("a bug") from None
+
+    def interrupted():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise KeyboardInterrupt()
+
+    class Mute(Exception):
+        def __str__(self):
+            raise RuntimeError("cannot say")
+
+    for error in (ValueError("cannot parse 'No space left on device' in a log"), KeyError("[Errno 28] in a key"),
+                  _raised(cycle), _raised(suppressed), _raised(interrupted), Mute()):
+        assert command_line.storage_full(error) is None, repr(error)
