@@ -51,7 +51,10 @@ import hashlib
 import os
 import re
 import uuid
+from stat import S_ISREG
 from typing import NamedTuple
+
+import local_files
 
 GS = "gs://"
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][-A-Za-z0-9+.]*)://")
@@ -296,12 +299,16 @@ def _create_with_o_excl(path: str, data: bytes) -> bool:
 
 
 def _local_read(path: str) -> tuple[bytes, LocalToken] | None:
+    """Opened without blocking and read only if a regular file: a FIFO in
+    the place of a lock or a record would stop the reader for good."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
         stat = os.fstat(f.fileno())
+        if not S_ISREG(stat.st_mode):
+            raise local_files.NotARegularFile(path, stat.st_mode)
         data = f.read()
     return data, LocalToken(stat.st_ino, stat.st_mtime_ns, len(data),
                             hashlib.sha256(data).hexdigest())

@@ -38,12 +38,47 @@ def _start_time(pid: int) -> float | None:
         return None
 
 
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def where() -> dict:
+    """What tells this process's pids apart from others of the same host name:
+    the kernel's boot and the PID namespace (a container has its own)."""
+    return {"host": socket.gethostname(), "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
+            "pid_ns": _pid_namespace()}
+
+
 def owner_is_gone(owner: dict) -> bool:
-    """True if the lock's owner ran on this host and that process is no longer
-    there (its pid is free, or now belongs to a process started after the lock)."""
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+    """True if the lock's owner ran where this process runs (host, boot and
+    PID namespace) and is no longer there: its pid is free, or now belongs to
+    a process started after the lock. Anything else cannot be checked from
+    here: a container beside this one with the same host name, another
+    machine of that name, a lock that does not say."""
+    here = where()
+    if owner.get("host") != here["host"]:
         return False
-    pid = owner["pid"]
+    for key in ("boot_id", "pid_ns"):  # absent from locks written before they were recorded
+        if key in owner and owner[key] != here[key]:
+            return False
+    pid = owner.get("pid")
+    if type(pid) is not int or not 0 < pid < 1 << 22:  # Linux's largest pid
+        return False
+    try:
+        since = float(owner.get("time", 0))
+    except (TypeError, ValueError):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,7 +86,7 @@ def owner_is_gone(owner: dict) -> bool:
     except PermissionError:
         pass
     started = _start_time(pid)
-    return started is not None and started > float(owner.get("time", 0)) + 1
+    return started is not None and started > since + 1
 
 
 class FolderLock:
@@ -61,8 +96,7 @@ class FolderLock:
     def __init__(self, folder: str, name: str, doing: str):
         self.path = folder.rstrip("/") + "/" + name
         self._doing = doing
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                      "token": uuid.uuid4().hex}
+        self.owner = dict(where(), pid=os.getpid(), time=time.time(), token=uuid.uuid4().hex)
         self._data = json.dumps(self.owner, sort_keys=True).encode("utf-8")
         self._token = None
 
@@ -96,9 +130,12 @@ class FolderLock:
     def release(self) -> None:
         """Deletes the lock if it is still this run's, in one step with the
         check (a run that took it over in between keeps it)."""
-        found = atomic_storage.read_versioned(self.path)
-        if found and _parse(found[0]).get("token") == self.owner["token"]:
-            atomic_storage.delete_if_unchanged(self.path, found[1])
+        try:
+            found = atomic_storage.read_versioned(self.path)
+            if found and _parse(found[0]).get("token") == self.owner["token"]:
+                atomic_storage.delete_if_unchanged(self.path, found[1])
+        except OSError as e:  # e.g. replaced by something not a file: not ours to remove
+            logging.warning("Left %s: %s", self.path, e)
 
     def __enter__(self) -> "FolderLock":
         self.acquire()
@@ -119,5 +156,5 @@ def _parse(data: bytes) -> dict:
 def _when(owner: dict) -> str:
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(owner["time"])))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return "?"

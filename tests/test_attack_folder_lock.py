@@ -121,7 +121,7 @@ def test_a_garbage_lock_is_refused_in_one_line_naming_the_file(tmp_path, content
 
 def test_a_directory_named_like_the_lock_is_one_line(tmp_path):
     (tmp_path / "trainer.lock").mkdir()
-    with pytest.raises(folder_lock.LockError, match="Is a directory"):
+    with pytest.raises(folder_lock.LockError, match="(?i)is a directory"):
         folder_lock.FolderLock(str(tmp_path), "trainer.lock", "training into").acquire()
 
 
@@ -173,3 +173,70 @@ def test_trainer_non_chief_takes_no_lock_and_chief_creates_the_folder(tmp_path):
                 pass
         assert (folder / "trainer.lock").exists()
     assert not (folder / "trainer.lock").exists()
+
+
+def acquired_within(folder, seconds: float = 10) -> str:
+    """acquire()'s outcome on a thread: a reader stuck on a FIFO fails the test."""
+    import threading
+    outcome = []
+
+    def take():
+        try:
+            folder_lock.FolderLock(str(folder), "trainer.lock", "training into").acquire()
+            outcome.append("acquired")
+        except folder_lock.LockError as e:
+            outcome.append(str(e))
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, "acquire did not return within %g s" % seconds
+    return outcome[0]
+
+
+def test_a_fifo_named_like_the_lock_is_one_line_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "trainer.lock")
+    assert "is a FIFO" in acquired_within(tmp_path)
+    lock = folder_lock.FolderLock(str(tmp_path), "trainer.lock", "x")
+    lock.release()  # not ours, not a file: left with a warning, no error
+
+
+@pytest.mark.parametrize("owner", [
+    {"pid": 1, "time": "x"}, {"pid": os.getpid(), "time": None}, {"pid": 10 ** 20},
+    {"pid": 5, "time": 1e308}, {"pid": True}, {"pid": -1}])
+def test_a_lock_of_this_host_with_nonsense_fields_is_one_line(tmp_path, owner):
+    write_lock(tmp_path, dict(owner, host=socket.gethostname(), token="t"))
+    refusal = acquired_within(tmp_path)
+    assert refusal.startswith("another run is training into") and "\n" not in refusal
+
+
+def test_a_lock_from_another_pid_namespace_or_boot_of_this_host_is_kept(tmp_path):
+    """A container beside this one may share its host name but not its
+    pids: a pid free here says nothing of the lock's owner there."""
+    here = folder_lock.where()
+    for other in ({"pid_ns": "pid:[1]"}, {"boot_id": "another-boot"}):
+        write_lock(tmp_path, dict(here, pid=gone_pid(), time=1.0, token="t", **other))
+        assert acquired_within(tmp_path).startswith("another run is training into")
+    write_lock(tmp_path, dict(here, pid=gone_pid(), time=1.0, token="t"))
+    assert acquired_within(tmp_path) == "acquired"
+
+
+def test_a_holder_in_its_own_pid_namespace_keeps_its_lock(tmp_path):
+    """The same check with real namespaces: a process in a new PID namespace
+    (as a container is) sees its own pid 1, which is free or another process
+    here; the lock it holds must not be taken over from outside, nor the
+    outside's from within."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-pf", "--mount-proc", "true"],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot create a PID namespace here (needs root and unshare)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen(
+        ["unshare", "-pf", "--mount-proc", sys.executable, "-c",
+         "import sys, time, folder_lock; folder_lock.FolderLock(sys.argv[1], 'trainer.lock', 'x').acquire(); "
+         "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=repo)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert acquired_within(tmp_path).startswith("another run is training into")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -154,6 +154,7 @@ def model_dir_lock(model_dir: str, is_chief: bool, take_over: bool) -> Iterator[
     if not is_chief:
         yield
         return
+    created = not tf.io.gfile.exists(model_dir)
     tf.io.gfile.makedirs(model_dir)
     lock = folder_lock.FolderLock(model_dir, LOCK_FILE, "training into")
     try:
@@ -164,6 +165,8 @@ def model_dir_lock(model_dir: str, is_chief: bool, take_over: bool) -> Iterator[
         yield
     finally:
         lock.release()
+        if created and "://" not in model_dir and not os.listdir(model_dir):
+            os.rmdir(model_dir)  # a run refused before its first write leaves nothing
 
 
 def _train_and_evaluate(args: argparse.Namespace, strategy, is_chief: bool, worker_index: int) -> dict:
