@@ -75,18 +75,34 @@ def bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[bytes]:
                 pass
 
 
-_WILDCARD = re.compile(r"[*?\[]")
+# What a pattern treats specially: wildcards, and TensorFlow's escape.
+_SPECIAL = re.compile(r"[*?\[\\]")
 
 
 def escape_pattern(path: str) -> str:
-    """``path`` as a pattern that matches only itself: each * ? [ in a class of its own."""
-    return _WILDCARD.sub(lambda m: "[%s]" % m.group(), path)
+    """``path`` as a pattern that matches only itself (Beam's, Python's and
+    TensorFlow's matching alike): each * ? [ in a class of its own, and a
+    backslash as one escaped in its class, which TensorFlow needs."""
+    return _SPECIAL.sub(lambda m: "[\\\\]" if m.group() == "\\" else "[%s]" % m.group(), path)
+
+
+def existing_folder(pattern: str) -> str | None:
+    """The longest leading folder of a local pattern that exists as written."""
+    if "://" in pattern:
+        return None
+    parts = pattern.split("/")
+    for end in range(len(parts) - 1, 0, -1):
+        folder = "/".join(parts[:end])
+        if folder and os.path.isdir(folder):
+            return folder
+    return None
 
 
 def literal_folder(pattern: str) -> str:
-    """A local pattern whose folder exists as written is a pattern within that
-    folder ("run [1]/*.ndjson"): the folder's part is escaped."""
-    folder, _, name = pattern.rpartition("/")
-    if folder and "://" not in pattern and _WILDCARD.search(folder) and os.path.isdir(folder):
-        return escape_pattern(folder) + "/" + name
+    """A local pattern within a folder that exists as written is a pattern
+    within that folder ("run [1]/*.ndjson", "run [1]/*/cat.ndjson"): the
+    folder's part is escaped."""
+    folder = existing_folder(pattern)
+    if folder and _SPECIAL.search(folder):
+        return escape_pattern(folder) + pattern[len(folder):]
     return pattern

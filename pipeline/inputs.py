@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 import os
 import re
+import warnings
 from typing import NamedTuple
 
 from apache_beam.io.filesystem import FileSystem
@@ -56,12 +57,14 @@ def list_local(pattern: str) -> list[str]:
         return [pattern] if os.path.lexists(pattern) else []
     if pattern.endswith("/"):
         pattern += "*"
-    top = os.path.dirname(_GLOB.split(pattern, 1)[0])
+    prefix, top = _literal_start(pattern)
     if not os.path.isdir(top or "."):
         return []
     # Without ``**`` a pattern names entries at one depth below ``top``.
-    depth = None if "**" in pattern else pattern[len(top):].strip("/").count("/")
-    regex = re.compile(FileSystem.translate_pattern(pattern))
+    depth = None if "**" in pattern else pattern[len(prefix):].strip("/").count("/")
+    with warnings.catch_warnings():  # "[[]", a literal "[", reads to re as a nested set
+        warnings.simplefilter("ignore", FutureWarning)
+        regex = re.compile(FileSystem.translate_pattern(pattern))
     found, folders = [], []
 
     def fail(error: OSError):
@@ -81,6 +84,22 @@ def list_local(pattern: str) -> list[str]:
         if depth is not None and level >= depth:
             dirnames[:] = []
     return found + [d for d in folders if not any(f == d or f.startswith(d + "/") for f in found)]
+
+
+_ESCAPED = re.compile(r"\[([*?\[]|\\\\)\]")
+
+
+def _literal_start(pattern: str) -> tuple[str, str]:
+    """The leading folders of a pattern that hold no wildcard, as written in
+    the pattern and as the folder they name (a wildcard escaped by
+    ``local_files.escape_pattern`` is a character): the walk starts there,
+    so a folder named "link [1]" that is a link is walked too."""
+    parts = pattern.split("/")[:-1]
+    literal = 0
+    while literal < len(parts) and not _GLOB.search(_ESCAPED.sub("", parts[literal])):
+        literal += 1
+    prefix = "/".join(parts[:literal])
+    return prefix, _ESCAPED.sub(lambda m: m.group(1)[0], prefix)
 
 
 def pattern_root(pattern: str) -> str:
@@ -175,7 +194,8 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
     (``ndjson_format.file_class``), only the requested classes' files are
     read, and a requested class without a file is an error before the job starts."""
     value = SAMPLE_DIR if pattern is None else pattern
-    whole = sources.is_local(value) and os.path.lexists(value)  # "drawings, 2017/" is one folder
+    # "drawings, 2017/" or "drawings, 2017/*.ndjson" is one input, not a list
+    whole = sources.is_local(value) and (os.path.lexists(value) or "," in (local_files.existing_folder(value) or ""))
     patterns = [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
     if not patterns:  # an unset shell variable: the sample is read only when --input is absent
         raise PipelineError("--input=%r names no file, folder or glob" % pattern)

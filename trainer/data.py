@@ -40,10 +40,15 @@ def list_files(pattern: str) -> list[str]:
     exists as written is that folder, whatever its name holds ("run [1]",
     "data, 2017"): ``local_files.literal_folder``."""
     files: list[str] = []
-    whole = "://" not in pattern and os.path.isdir(os.path.dirname(pattern)) and "," in os.path.dirname(pattern)
-    for part in [pattern] if whole else pattern.split(","):
+    whole = "://" not in pattern and "," in (local_files.existing_folder(pattern) or "")
+    for part in [pattern] if whole else [p.strip() for p in pattern.split(",")]:
+        if "://" not in part and os.path.lexists(part):  # a file named with * ? [ \\ is itself
+            files.append(part)
+            continue
         try:
-            files.extend(tf.io.gfile.glob(local_files.literal_folder(part.strip())))
+            found = tf.io.gfile.glob(local_files.literal_folder(part))
+            # TensorFlow adds "./" to a relative pattern that starts with a class
+            files.extend(f[2:] if f.startswith("./") and not part.startswith("./") else f for f in found)
         except tf.errors.OpError as e:
             raise TrainerError("cannot list %r: %s" % (part, e.message)) from e
     if not files:
