@@ -34,12 +34,14 @@ def nesting(line: bytes) -> int:
     """How many arrays and objects ``line`` opens at its deepest, brackets in
     strings left out; linear in the line's length, whatever its quotes."""
     codes = np.frombuffer(line, np.uint8)
-    index = np.arange(len(codes))
-    backslashes = index - np.maximum.accumulate(np.where(codes == 0x5C, -1, index))  # the run ending here
-    escaped = np.concatenate(([0], backslashes[:-1])) % 2 == 1
-    outside = np.cumsum((codes == 0x22) & ~escaped) % 2 == 0
-    steps = (np.isin(codes, (0x5B, 0x7B)) & outside).astype(np.int32) - (np.isin(codes, (0x5D, 0x7D)) & outside)
-    return int(np.cumsum(steps).max(initial=0))
+    index = np.arange(len(codes), dtype=np.int32)  # lines are at most --max_bytes, far below 2 GB
+    backslashes = index - np.maximum.accumulate(np.where(codes == 0x5C, np.int32(-1), index))  # the run ending here
+    del index
+    escaped = np.concatenate(([False], backslashes[:-1] % 2 == 1))
+    del backslashes
+    outside = np.cumsum((codes == 0x22) & ~escaped, dtype=np.int32) % 2 == 0
+    steps = (np.isin(codes, (0x5B, 0x7B)) & outside).astype(np.int8) - (np.isin(codes, (0x5D, 0x7D)) & outside)
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
 
 def _parse_int(digits: str) -> int | float:
