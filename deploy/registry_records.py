@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 import time
 import uuid
 from typing import Any, Callable
 
+import folder_lock
 from atomic_outputs import write_atomically
 from deploy import json_shapes
 from deploy import registry_files as files
@@ -40,7 +40,8 @@ _VERDICT = {"promoted": _FLAG, "reason": _TEXT}
 RECORD_SHAPES: dict[str, dict[str, Any]] = {
     RUN_FILE: {"version": _TEXT, "steps": {"*": {
         "status?": _TEXT, "classes?": [_TEXT],
-        "owner?": {"host?": _TEXT, "pid?": _INT, "time?": _NUMBER}}}},
+        "owner?": {"host?": _TEXT, "pid?": _INT, "time?": _NUMBER, "boot_id?": _TEXT,
+                   "pid_ns?": _TEXT}}}},
     CURRENT_FILE: {"version": _TEXT, "export_dir?": _TEXT, "promoted_at?": _TEXT,
                    "promotion_id?": _TEXT, "previous?": _TEXT, "accuracy?": _NUMBER,
                    "eval_set_id?": _TEXT, "history?": [{
@@ -110,9 +111,9 @@ def update_json(path: str, change: Callable[[dict[str, Any]], None],
 
 def owner() -> dict[str, Any]:
     """Who is writing: enough to tell a live process from a dead one on the
-    same machine."""
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "time": time.time(), "claim": uuid.uuid4().hex}
+    same machine (its host, boot and PID namespace: ``folder_lock.where``)."""
+    here = {key: value for key, value in folder_lock.where().items() if value is not None}
+    return dict(here, pid=os.getpid(), time=time.time(), claim=uuid.uuid4().hex)
 
 
 def utc_now() -> str:

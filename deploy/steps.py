@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import shlex
-import socket
 import sys
 from typing import Any, Callable
 
@@ -238,12 +237,15 @@ STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 def _alive_elsewhere(entry: dict[str, Any]) -> bool:
     """A step recorded as running by another process that is still alive on
     this machine (the same pid started later is another process). On another
-    machine it cannot be told, and counts as dead: a scheduler runs one task
-    per version at a time, and its retry may run anywhere."""
-    from folder_lock import owner_is_gone
+    machine, or in another boot or PID namespace of a host of the same name
+    (a container beside this one), it cannot be told, and counts as dead: a
+    scheduler runs one task per version at a time, and its retry may run anywhere."""
+    from folder_lock import owner_is_gone, where
     who = entry.get("owner") or {}
-    if entry.get("status") != "running" or who.get("host") != \
-            socket.gethostname() or who.get("pid") == os.getpid():
+    here = where()
+    if entry.get("status") != "running" or who.get("host") != here["host"] or \
+            any(key in who and who[key] != here[key] for key in ("boot_id", "pid_ns")) or \
+            who.get("pid") == os.getpid():
         return False
     return not owner_is_gone(who)
 

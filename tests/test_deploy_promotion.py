@@ -383,6 +383,24 @@ def test_a_killed_step_runs_again_and_a_running_one_is_not_joined(
     assert Registry(root).current_version() == "v1"
 
 
+def test_a_step_recorded_in_another_pid_namespace_of_this_host_is_elsewhere(tmp_path):
+    """A container beside this one with the same host name: its pids are not
+    this namespace's, so a pid alive here says nothing of the step's owner; it
+    counts as another machine's (a re-run takes over), and the record says
+    where a step runs so that the next reader can tell."""
+    import socket
+    import time
+
+    import folder_lock
+    root = promoted_root(tmp_path)
+    make_candidate(root, "v1", 0.8)
+    Registry(root).record_step("v1", "evaluate", fresh=True, status="running", owner={
+        "host": socket.gethostname(), "pid": os.getppid(), "time": time.time(), "pid_ns": "pid:[1]"})
+    assert run(root, "evaluate", "v1") == retrain.EXIT_OK
+    owner = Registry(root).read_run("v1")["steps"]["evaluate"]["owner"]
+    assert {k: owner[k] for k in ("host", "boot_id", "pid_ns")} == folder_lock.where()
+
+
 def test_a_whole_run_repeated_finishes_what_is_left(tmp_path, capsys):
     root = promoted_root(tmp_path)
     make_candidate(root, "v1", 0.8)
