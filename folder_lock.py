@@ -60,18 +60,22 @@ def where() -> dict:
             "pid_ns": _pid_namespace()}
 
 
+def same_place(owner: dict) -> bool:
+    """True if ``owner``'s pids are this process's: the same host, boot and
+    PID namespace (the last two absent from records written before they were)."""
+    here = where()
+    return owner.get("host") == here["host"] and all(
+        owner[key] == here[key] for key in ("boot_id", "pid_ns") if key in owner)
+
+
 def owner_is_gone(owner: dict) -> bool:
     """True if the lock's owner ran where this process runs (host, boot and
     PID namespace) and is no longer there: its pid is free, or now belongs to
     a process started after the lock. Anything else cannot be checked from
     here: a container beside this one with the same host name, another
     machine of that name, a lock that does not say."""
-    here = where()
-    if owner.get("host") != here["host"]:
+    if not same_place(owner):
         return False
-    for key in ("boot_id", "pid_ns"):  # absent from locks written before they were recorded
-        if key in owner and owner[key] != here[key]:
-            return False
     pid = owner.get("pid")
     if type(pid) is not int or not 0 < pid < 1 << 22:  # Linux's largest pid
         return False

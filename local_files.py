@@ -106,3 +106,21 @@ def literal_folder(pattern: str) -> str:
     if folder and _SPECIAL.search(folder):
         return escape_pattern(folder) + pattern[len(folder):]
     return pattern
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated list of paths or patterns; a local value that exists
+    as written, or whose longest existing leading folder holds the comma
+    ("drawings, 2017/*.ndjson"), is one entry."""
+    if "://" not in value and (os.path.lexists(value) or "," in (existing_folder(value) or "")):
+        return [value]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def glob(pattern: str) -> list[str]:
+    """The local paths a pattern matches (Python's syntax): the path itself if
+    it exists as written, else the pattern within its literal folder."""
+    import glob as pattern_matching
+    if os.path.lexists(pattern):
+        return [pattern]
+    return sorted(pattern_matching.glob(literal_folder(pattern)))

@@ -60,8 +60,7 @@ def glob(pattern: str) -> list[str]:
     is that folder (a registry in "models [1]/")."""
     if is_remote(pattern):
         return sorted(_gfile().glob(pattern))
-    import glob as local_glob
-    return sorted(local_glob.glob(local_files.literal_folder(pattern)))
+    return local_files.glob(pattern)
 
 
 def read_text(path: str) -> str:

@@ -240,12 +240,9 @@ def _alive_elsewhere(entry: dict[str, Any]) -> bool:
     machine, or in another boot or PID namespace of a host of the same name
     (a container beside this one), it cannot be told, and counts as dead: a
     scheduler runs one task per version at a time, and its retry may run anywhere."""
-    from folder_lock import owner_is_gone, where
+    from folder_lock import owner_is_gone, same_place
     who = entry.get("owner") or {}
-    here = where()
-    if entry.get("status") != "running" or who.get("host") != here["host"] or \
-            any(key in who and who[key] != here[key] for key in ("boot_id", "pid_ns")) or \
-            who.get("pid") == os.getpid():
+    if entry.get("status") != "running" or not same_place(who) or who.get("pid") == os.getpid():
         return False
     return not owner_is_gone(who)
 

@@ -80,8 +80,7 @@ def resolve_inputs(pattern: str) -> list[Path]:
         # Everything matched but folders not named like input files: a FIFO,
         # a device or a dangling link is reported when it is read. A path
         # that exists is itself, whatever its name holds ("run [1].ndjson").
-        matched = [pattern] if os.path.lexists(pattern) else glob.glob(local_files.literal_folder(pattern))
-        files = [Path(p) for p in sorted(matched) if not os.path.isdir(p) or p.endswith(NDJSON_SUFFIXES)]
+        files = [Path(p) for p in local_files.glob(pattern) if not os.path.isdir(p) or p.endswith(NDJSON_SUFFIXES)]
     return [f for f in files if f.name != schema.CLASSES_FILE]
 
 

@@ -193,10 +193,7 @@ def match_inputs(pattern: str | None, classes: list[str] | None, output: str) ->
     ``*.ndjson`` and ``*.ndjson.gz``. When every input file is a class file
     (``ndjson_format.file_class``), only the requested classes' files are
     read, and a requested class without a file is an error before the job starts."""
-    value = SAMPLE_DIR if pattern is None else pattern
-    # "drawings, 2017/" or "drawings, 2017/*.ndjson" is one input, not a list
-    whole = sources.is_local(value) and (os.path.lexists(value) or "," in (local_files.existing_folder(value) or ""))
-    patterns = [value] if whole else [p.strip() for p in value.split(",") if p.strip()]
+    patterns = local_files.split_list(SAMPLE_DIR if pattern is None else pattern)
     if not patterns:  # an unset shell variable: the sample is read only when --input is absent
         raise PipelineError("--input=%r names no file, folder or glob" % pattern)
     expanded = []

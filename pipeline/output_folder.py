@@ -24,12 +24,13 @@ import dataset_manifest
 import folder_lock
 import tfrecord_schema as schema
 
+# The temporary names a run writes under (its own, tf.Transform's, Beam's).
+TEMPORARY_PATTERNS = (".tmp-*", "beam-temp-*")
 # What a run writes into its folder, by top-level name. A run removes every
 # one of them before its job starts, so nothing of an earlier run survives.
 OUTPUT_PATTERNS = tuple(schema.shard_pattern(s) for s in schema.SPLITS) + (
     schema.CLASSES_FILE, schema.STATS_FILE, schema.LENGTH_STATS_FILE,
-    schema.REJECTS_PREFIX + "-*", schema.TRANSFORM_DIR,
-    ".tmp-*", "beam-temp-*")
+    schema.REJECTS_PREFIX + "-*", schema.TRANSFORM_DIR) + TEMPORARY_PATTERNS
 # Every top-level name a run writes into its folder, the lock and manifest
 # included: never read as input (see ``pipeline.inputs``).
 RUN_NAMES = OUTPUT_PATTERNS + (dataset_manifest.MANIFEST_FILE, dataset_manifest.LOCK_FILE)
@@ -106,15 +107,19 @@ def _top_level(folder: str) -> dict[str, bool]:
     return names
 
 
+def _named(folder: str, patterns: tuple[str, ...], keep: tuple[str, ...] = ()) -> dict[str, str]:
+    """The top-level names of ``folder`` matching ``patterns`` but not ``keep``,
+    with the path each is deleted by (a gs:// folder ends in ``/``)."""
+    return {name: FileSystems.join(folder.rstrip("/"), name) + ("/" if is_dir and is_gs(folder) else "")
+            for name, is_dir in _top_level(folder).items()
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+            and not any(fnmatch.fnmatchcase(name, p) for p in keep)}
+
+
 def remove_outputs(folder: str, keep: tuple[str, ...] = ()) -> list[str]:
-    """Deletes every output a run writes (``OUTPUT_PATTERNS``, the transform's
-    temp folder) except names matching ``keep``; returns the names removed."""
-    doomed = {}
-    for name, is_dir in _top_level(folder).items():
-        ours = name == TEMP_TRANSFORM or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS)
-        if ours and not any(fnmatch.fnmatchcase(name, p) for p in keep):
-            path = FileSystems.join(folder.rstrip("/"), name)
-            doomed[name] = path + "/" if is_dir and is_gs(folder) else path
+    """Deletes every output a run writes (``OUTPUT_PATTERNS``, its temporary
+    files included) except names matching ``keep``; returns the names removed."""
+    doomed = _named(folder, OUTPUT_PATTERNS, keep)
     if doomed:
         try:
             FileSystems.delete(sorted(doomed.values()))
@@ -126,12 +131,10 @@ def remove_outputs(folder: str, keep: tuple[str, ...] = ()) -> list[str]:
 
 def remove_temporary(folder: str) -> list[str]:
     """Deletes the temporary files and folders a run leaves when its job fails
-    (``.tmp-*``, ``beam-temp-*``): on a full disk, the space they hold.
-    Best effort: a failure here must not hide the job's own."""
+    (``TEMPORARY_PATTERNS``): on a full disk, the space they hold. Best
+    effort: a failure here must not hide the job's own."""
     try:
-        doomed = {name: FileSystems.join(folder.rstrip("/"), name) + ("/" if is_dir and is_gs(folder) else "")
-                  for name, is_dir in _top_level(folder).items()
-                  if fnmatch.fnmatchcase(name, ".tmp-*") or fnmatch.fnmatchcase(name, "beam-temp-*")}
+        doomed = _named(folder, TEMPORARY_PATTERNS)
         if doomed:
             FileSystems.delete(sorted(doomed.values()))
         return sorted(doomed)

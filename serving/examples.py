@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import json
 import os
 import random
@@ -37,10 +36,10 @@ class ExamplesError(command_line.UserError):
 def example_files(location: str) -> list[str]:
     """A dataset folder's eval and test shards, or the TFRecords a pattern matches."""
     if os.path.isdir(location):
-        patterns = [os.path.join(glob.escape(location), schema.shard_pattern(s)) for s in HELD_OUT]
+        patterns = [os.path.join(location, schema.shard_pattern(s)) for s in HELD_OUT]
     else:
-        patterns = [glob.escape(location) if os.path.lexists(location) else local_files.literal_folder(location)]
-    files = sorted(f for p in patterns for f in glob.glob(p) if os.path.isfile(f))
+        patterns = [location]
+    files = sorted(f for p in patterns for f in local_files.glob(p) if os.path.isfile(f))
     if not files:
         raise ExamplesError("no eval or test TFRecords in %s" % location)
     return files

@@ -40,8 +40,7 @@ def list_files(pattern: str) -> list[str]:
     exists as written is that folder, whatever its name holds ("run [1]",
     "data, 2017"): ``local_files.literal_folder``."""
     files: list[str] = []
-    whole = "://" not in pattern and "," in (local_files.existing_folder(pattern) or "")
-    for part in [pattern] if whole else [p.strip() for p in pattern.split(",")]:
+    for part in local_files.split_list(pattern):
         if "://" not in part and os.path.lexists(part):  # a file named with * ? [ \\ is itself
             files.append(part)
             continue
