@@ -27,6 +27,9 @@ import local_files
 import tfrecord_schema as schema
 from tfrecord_schema import MANIFEST_FILE
 
+# The names a run writes under before it renames, or in temporary folders
+# (its own, tf.Transform's, Beam's): never part of a dataset.
+TEMPORARY_PATTERNS = (".tmp-*", "beam-temp-*")
 LOCK_FILE = "pipeline.lock"   # held by a running pipeline; never part of a dataset
 FORMAT = 1
 _CHUNK = 8 << 20
@@ -168,9 +171,7 @@ def is_lock(rel: str) -> bool:
 
 def _is_temporary(rel: str) -> bool:
     """A name a run writes under before renaming, or in a temporary folder."""
-    name = rel.rsplit("/", 1)[-1]
-    return name.startswith(".tmp-") or rel.startswith((".tmp-", "beam-temp-")) or \
-        "/beam-temp-" in "/" + rel
+    return any(fnmatch.fnmatchcase(part, p) for part in rel.split("/") for p in TEMPORARY_PATTERNS)
 
 
 def _is_pipeline_folder(files: dict[str, int]) -> bool:

@@ -24,8 +24,7 @@ import dataset_manifest
 import folder_lock
 import tfrecord_schema as schema
 
-# The temporary names a run writes under (its own, tf.Transform's, Beam's).
-TEMPORARY_PATTERNS = (".tmp-*", "beam-temp-*")
+TEMPORARY_PATTERNS = dataset_manifest.TEMPORARY_PATTERNS
 # What a run writes into its folder, by top-level name. A run removes every
 # one of them before its job starts, so nothing of an earlier run survives.
 OUTPUT_PATTERNS = tuple(schema.shard_pattern(s) for s in schema.SPLITS) + (
