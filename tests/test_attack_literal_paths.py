@@ -16,7 +16,7 @@ import tfrecord_schema as schema
 LINE = (b'{"word":"cat","countrycode":"US","timestamp":"2017-01-01 00:00:00.00000 UTC",'
         b'"recognized":true,"key_id":"1","drawing":[[[0,1],[0,1]]]}\n')
 NAMES = ["run ]1[", "a!b", "[!x]", "-dash", " lead", "trail ", "\u00fcn\u00ef", "a[b]", "a[", "c*t",
-         "c?t", "]", "[]", "[!]", "x, y", "a{b,c}"]
+         "c?t", "]", "[]", "[!]", "x, y", "a{b,c}", "back\\slash", "b\\[1]"]
 
 
 @pytest.fixture(autouse=True)

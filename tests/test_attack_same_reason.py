@@ -194,6 +194,14 @@ def reason_from_deep_stack(line: bytes, frames: int) -> str:
     return getattr(check_line(line), "reason", "valid")
 
 
+@pytest.mark.parametrize("value, reason", [("NaN", "non_finite_coordinate"), ("1e999", "non_finite_coordinate"),
+                                           ('"\\ud800"', "non_numeric_coordinate")])
+def test_every_construct_only_python_reads_is_read_to_512_levels_and_no_deeper(value, reason):
+    for depth, expected in ((512, reason), (513, "invalid_json")):
+        line = nested_line(depth).replace(b"NaN", value.encode())
+        assert reason_from_deep_stack(line, 0) == expected, (value, depth)
+
+
 @pytest.mark.parametrize("depth", [2, 100, 512, 513, 900, 1024, 1025])
 def test_a_deep_line_gets_one_reason_however_deep_the_readers_stack(depth):
     """A reader deep in Beam's or a server's stack gives the reason that one
