@@ -17,7 +17,7 @@ def test_learns_five_real_classes_well_above_chance(tmp_path):
         "--num_layers=1", "--num_nodes=32", "--num_conv=16,32", "--conv_len=5,3",
         "--dropout=0.1", "--learning_rate=0.005", "--seed=0", "--eval_every_steps=0",
         "--log_every_steps=50"])
-    chance = 1 / len(CLASSES)
     assert metrics["num_examples"] == 25
-    assert metrics["accuracy"] >= 3 * chance, metrics
+    # Three times chance: 15 of the 25 right, counted (3 * 0.2 is 0.6000000000000001).
+    assert round(metrics["accuracy"] * 25) >= 3 * 25 // len(CLASSES), metrics
     assert metrics["top3_accuracy"] >= 0.8, metrics
